@@ -1,0 +1,88 @@
+"""Checkpoints: atomic save (temp file + rename), retention of the last K, ``latest()``, safe load."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gan.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+LAST = "last.pt"
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+
+
+def step_path(directory: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives."""
+    return directory / f"step_{step:08d}.pt"
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a crash or a full disk leaves
+    either the old file or the new one, never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], directory: Path, step: int, keep: int) -> Path:
+    """Write ``step_<step>.pt`` and ``last.pt`` atomically, then delete all but the newest ``keep`` step files."""
+    path = step_path(directory, step)
+    atomic_save(state, path)
+    atomic_save(state, directory / LAST)
+    for old in step_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def step_checkpoints(directory: Path) -> list[Path]:
+    """Step checkpoints in ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest(directory: Path) -> Path | None:
+    """``last.pt`` if present, else the newest step checkpoint, else None."""
+    if (directory / LAST).is_file():
+        return directory / LAST
+    steps = step_checkpoints(directory)
+    return steps[-1] if steps else None
+
+
+REQUIRED_KEYS = ("format", "step", "config", "G", "D", "opt_G", "opt_D", "sched_G", "sched_D", "rng", "hooks")
+FORMAT = "spectral-gan/1"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; a missing, corrupt or foreign file is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a spectral-gan checkpoint (no '{FORMAT}' format marker)")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint is missing {', '.join(missing)}")
+    return state

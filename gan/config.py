@@ -1,0 +1,421 @@
+"""YAML configs -> frozen, typed dataclasses, loaded strictly (unknown key, wrong type, bad value = clear error).
+
+The dataclass defaults below are the single source of defaults; ``configs/base.yaml`` lists the same keys with a
+comment each, and a test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gan.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def _opt(default: Any, *, min: float | None = None, max: float | None = None, choices: Any = None) -> Any:
+    """A dataclass field with range or choice checks. ``choices`` is a tuple or a callable returning names."""
+    meta = {"min": min, "max": max, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _norm_names() -> list[str]:
+    from gan.norms import NORMS
+
+    return NORMS.names()
+
+
+def _adversarial_names() -> list[str]:
+    from gan.losses import ADVERSARIAL_LOSSES
+
+    return ADVERSARIAL_LOSSES.names()
+
+
+def _synthetic_style_names() -> list[str]:
+    from gan.data.synthetic import STYLES
+
+    return STYLES.names()
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class SyntheticConfig:
+    domains: list[str] = _opt(["palette", "outline", "texture", "night"], choices=_synthetic_style_names)
+    images_per_domain: int = _opt(512, min=1)
+    test_images_per_domain: int = _opt(64, min=1)
+    seed: int = _opt(0, min=0)
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    root: str = ""
+    domains: list[str] = _opt([])
+    split: str = _opt("ratio", choices=("ratio", "folders"))
+    test_ratio: float = _opt(0.1, min=0.0, max=0.9)
+    split_seed: int = _opt(1234, min=0)
+
+
+@dataclass(frozen=True)
+class CelebAConfig:
+    image_dir: str = ""
+    attr_file: str = ""
+    attributes: list[str] = _opt(["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"])
+    test_count: int = _opt(2000, min=0)
+    split_seed: int = _opt(1234, min=0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = _opt("synthetic", choices=("synthetic", "folder", "celeba"))
+    image_size: int = _opt(128, min=8)
+    crop_size: int = _opt(0, min=0)
+    num_workers: int = _opt(0, min=0)
+    skip_bad_images: bool = False
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    folder: FolderConfig = field(default_factory=FolderConfig)
+    celeba: CelebAConfig = field(default_factory=CelebAConfig)
+
+
+# ---------------------------------------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class GeneratorConfig:
+    conv_dim: int = _opt(64, min=1)
+    repeat_num: int = _opt(6, min=0)
+    norm: str = _opt("instance", choices=_norm_names)
+    norm_options: dict[str, Any] = _opt({})
+
+
+@dataclass(frozen=True)
+class SpectralNormConfig:
+    enabled: bool = True
+    n_power_iterations: int = _opt(1, min=1)
+    eps: float = _opt(1e-12, min=0.0)
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    conv_dim: int = _opt(64, min=1)
+    repeat_num: int = _opt(6, min=1)
+    spectral_norm: SpectralNormConfig = field(default_factory=SpectralNormConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------- loss
+@dataclass(frozen=True)
+class LossConfig:
+    adversarial: str = _opt("wgan", choices=_adversarial_names)
+    lambda_cls: float = _opt(1.0, min=0.0)
+    lambda_rec: float = _opt(10.0, min=0.0)
+    lambda_gp: float = _opt(10.0, min=0.0)
+    lambda_r1: float = _opt(0.0, min=0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _opt(200000, min=1)
+    batch_size: int = _opt(16, min=1)
+    n_critic: int = _opt(5, min=1)
+    g_lr: float = _opt(1e-4, min=0.0)
+    d_lr: float = _opt(1e-4, min=0.0)
+    beta1: float = _opt(0.5, min=0.0, max=1.0)
+    beta2: float = _opt(0.999, min=0.0, max=1.0)
+    lr_decay_steps: int = _opt(100000, min=0)
+    g_ema_decay: float = _opt(0.0, min=0.0, max=1.0)
+    seed: int = _opt(0, min=0)
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------------------- hooks
+@dataclass(frozen=True)
+class ScalarsHook:
+    every: int = _opt(10, min=1)
+
+
+@dataclass(frozen=True)
+class ImagesHook:
+    every: int = _opt(1000, min=1)
+    num_images: int = _opt(8, min=1)
+
+
+@dataclass(frozen=True)
+class SigmaHook:
+    every: int = _opt(100, min=1)
+
+
+@dataclass(frozen=True)
+class PairedL1Hook:
+    every: int = _opt(1000, min=1)
+    num_images: int = _opt(64, min=1)
+
+
+@dataclass(frozen=True)
+class CheckpointHook:
+    every: int = _opt(10000, min=1)
+    keep: int = _opt(3, min=1)
+
+
+@dataclass(frozen=True)
+class NanGuardHook:
+    every: int = _opt(10, min=1)
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    scalars: ScalarsHook = field(default_factory=ScalarsHook)
+    images: ImagesHook = field(default_factory=ImagesHook)
+    sigma: SigmaHook = field(default_factory=SigmaHook)
+    paired_l1: PairedL1Hook = field(default_factory=PairedL1Hook)
+    checkpoint: CheckpointHook = field(default_factory=CheckpointHook)
+    nan_guard: NanGuardHook = field(default_factory=NanGuardHook)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
+
+
+# -------------------------------------------------------------------------------------------------------- loading
+class _SafeLoader(yaml.SafeLoader):
+    """safe_load's loader; kept as a name so the intent is visible where files are read."""
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; every failure is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    try:
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {first[0] if first else exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict) and not _is_free_dict(out, key):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_free_dict(section: dict[str, Any], key: str) -> bool:
+    # norm_options-style dicts are replaced as a whole; sections are merged key by key.
+    return key.endswith("_options")
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        keys.append(name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(_all_keys(hints[f.name], name + "."))
+    return keys
+
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _coerce(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
+    """Check ``value`` against the annotated type ``tp`` and the field's range/choices; return the typed value."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            value = float(value)  # PyYAML reads 1e-4 (no dot) as a string
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+    elif origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        value = [_coerce(v, item_tp, f"{where}[{i}]", {}) for i, v in enumerate(value)]
+    elif origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping of names to values, got {value!r}")
+        value = dict(value)
+    else:  # pragma: no cover - a schema error, not a user error
+        raise TypeError(f"unsupported config type {tp!r} at {where}")
+    _check_range(value, where, meta)
+    return value
+
+
+def _check_range(value: Any, where: str, meta: Mapping[str, Any]) -> None:
+    lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    if lo is not None and value < lo:
+        raise ConfigError(f"{where}: must be >= {lo}, got {value!r}")
+    if hi is not None and value > hi:
+        raise ConfigError(f"{where}: must be <= {hi}, got {value!r}")
+    if choices is not None:
+        valid = list(choices() if callable(choices) else choices)
+        for item in value if isinstance(value, list) else [value]:
+            if item not in valid:
+                hint = difflib.get_close_matches(str(item), valid, n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"{where}: unknown name {item!r}{extra}; choose one of: {', '.join(valid)}")
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, source: Callable[[str], str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            full = f"{prefix}{key}"
+            hint = difflib.get_close_matches(full, _all_keys(Config), n=1, cutoff=0.6)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{source(full)}: unknown key {full!r}{extra}")
+    kwargs = {}
+    for name, f in names.items():
+        if name not in data:
+            continue
+        full, tp, value = f"{prefix}{name}", hints[name], data[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source(full)}: {full!r} is a section; expected a mapping, got {value!r}")
+            kwargs[name] = _build(tp, value, full + ".", source)
+        else:
+            kwargs[name] = _coerce(value, tp, f"{source(full)}: {full}", f.metadata)
+    return cls(**kwargs)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def load_config(
+    files: list[str | Path] | None = None,
+    overrides: list[str] | None = None,
+    base: Mapping[str, Any] | None = None,
+    base_name: str = "checkpoint",
+) -> Config:
+    """Merge ``base`` (e.g. a checkpoint's config), YAML ``files`` (in order) and ``--set`` ``overrides`` over the
+    defaults into a validated Config."""
+    merged: dict[str, Any] = dict(base or {})
+    origin: dict[str, str] = dict.fromkeys(_flatten(merged), base_name)  # dotted key -> source, for messages
+    for path in files or []:
+        data = read_yaml(path)
+        merged = _deep_merge(merged, data)
+        for key in _flatten(data):
+            origin[key] = str(path)
+    for text in overrides or []:
+        parts, value = _parse_override(text)
+        nested: Any = value
+        for part in reversed(parts):
+            nested = {part: nested}
+        merged = _deep_merge(merged, nested)
+        for key in _flatten(nested):
+            origin[key] = f"--set {text}"
+
+    def source(key: str) -> str:
+        for candidate in (key, *(key.rsplit(".", i)[0] for i in range(1, key.count(".") + 1))):
+            if candidate in origin:
+                return origin[candidate]
+        return "config"
+
+    config = _build(Config, merged, "", source)
+    _check_consistency(config, source)
+    return config
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        keys.append(full)
+        if isinstance(value, Mapping) and not key.endswith("_options"):
+            keys.extend(_flatten(value, full + "."))
+    return keys
+
+
+def _check_consistency(cfg: Config, source: Callable[[str], str]) -> None:
+    """Checks that involve more than one key or need a factory's signature."""
+    from gan.norms import check_norm_options
+
+    problem = check_norm_options(cfg.model.generator.norm, cfg.model.generator.norm_options)
+    if problem:
+        key = "model.generator.norm_options"
+        raise ConfigError(f"{source(key)}: {key}: {problem}")
+    syn = cfg.data.synthetic
+    if len(set(syn.domains)) != len(syn.domains) or len(syn.domains) < 2:
+        key = "data.synthetic.domains"
+        raise ConfigError(f"{source(key)}: {key}: needs at least two different styles, got {syn.domains!r}")
+    size = cfg.data.image_size
+    needed = 2**cfg.model.discriminator.repeat_num
+    if size % needed or size % 4:
+        key = "data.image_size"
+        raise ConfigError(
+            f"{source(key)}: {key}: {size} must be divisible by 4 and by 2**model.discriminator.repeat_num = {needed}"
+        )
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (what YAML and checkpoints store)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text that ``load_config`` reads back to the same Config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def config_from_dict(data: Mapping[str, Any], where: str = "checkpoint") -> Config:
+    """Rebuild a Config from ``config_to_dict`` output (e.g. the copy inside a checkpoint)."""
+    return load_config(base=data, base_name=where)

@@ -1,0 +1,297 @@
+"""Hooks fired by the trainer every ``every`` steps: scalars, translation grids, sigma estimates, paired L1,
+checkpoints, the NaN guard and the progress bar. Each hook reads trainer state and writes through the writer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torchvision.utils import make_grid
+
+from gan.checkpoint import FORMAT, save_checkpoint
+from gan.config import Config
+from gan.spectral import sn_estimate, spectral_norm_modules
+from gan.writers import RunWriter
+
+if TYPE_CHECKING:
+    from gan.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+class Hook:
+    """Base class: no-op callbacks; ``after_step`` runs when the trainer's step is a multiple of ``every``."""
+
+    every: int = 1
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Called once before the first step (also after a resume)."""
+
+    def after_step(self, trainer: Trainer) -> None:
+        """Called after every ``every``-th step; ``trainer.step`` counts completed steps."""
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        """Called once when training ends, is interrupted, or fails."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to keep in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()`` output."""
+
+
+@contextlib.contextmanager
+def evaluating(*models: nn.Module | None) -> Iterator[None]:
+    """Eval mode and no_grad for the duration: logging forwards must not advance SN's u or norm statistics."""
+    modes = [(m, m.training) for m in models if m is not None]
+    for m, _ in modes:
+        m.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)
+
+
+# ------------------------------------------------------------------------------------------------------ scalars
+class ScalarsHook(Hook):
+    """Losses (``loss/D/*``, ``loss/G/*``), learning rates and ``perf/it_per_s``."""
+
+    def __init__(self, writer: RunWriter, every: int) -> None:
+        self.writer, self.every = writer, every
+        self._t0: float | None = None
+        self._step0 = 0
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self._t0, self._step0 = time.perf_counter(), trainer.step
+
+    def after_step(self, trainer: Trainer) -> None:
+        values: dict[str, Any] = {f"loss/D/{k}": v for k, v in trainer.last.d.items()}
+        values.update({f"loss/G/{k}": v for k, v in trainer.last.g.items()})
+        values["lr/G"] = trainer.opt_G.param_groups[0]["lr"]
+        values["lr/D"] = trainer.opt_D.param_groups[0]["lr"]
+        now = time.perf_counter()
+        if self._t0 is not None and trainer.step > self._step0:
+            values["perf/it_per_s"] = (trainer.step - self._step0) / max(now - self._t0, 1e-9)
+        self._t0, self._step0 = now, trainer.step
+        self.writer.scalars(values, trainer.step)
+
+
+# ------------------------------------------------------------------------------------------------------- images
+def grid_targets(labels: torch.Tensor, domains: list[str], multi_label: bool) -> list[torch.Tensor]:
+    """One target label batch per grid column. Single-label: each domain in turn. Multi-label (StarGAN's CelebA
+    convention): for each attribute, flip it; hair colours are exclusive, so setting one clears the others."""
+    if not multi_label:
+        return [torch.full_like(labels, d) for d in range(len(domains))]
+    hair = [i for i, name in enumerate(domains) if name in ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")]
+    targets = []
+    for i in range(len(domains)):
+        t = labels.clone()
+        if i in hair:
+            t[:, hair] = 0
+            t[:, i] = 1
+        else:
+            t[:, i] = 1 - t[:, i]
+        targets.append(t)
+    return targets
+
+
+class ImagesHook(Hook):
+    """``images/translations``: rows are fixed held-out inputs; columns the input, then each target domain."""
+
+    def __init__(self, writer: RunWriter, every: int, num_images: int) -> None:
+        self.writer, self.every, self.num_images = writer, every, num_images
+        self.inputs: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        test = trainer.data.test
+        items = [test[i] for i in range(min(self.num_images, len(test)))]
+        self.inputs = torch.stack([x for x, _ in items]).to(trainer.device)
+        self.labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(trainer.device)
+        if trainer.step == 0:
+            self.after_step(trainer)
+
+    def after_step(self, trainer: Trainer) -> None:
+        G = trainer.sample_generator()
+        columns = [self.inputs]
+        with evaluating(G):
+            for target in grid_targets(self.labels, trainer.data.domains, trainer.data.multi_label):
+                columns.append(G(self.inputs, trainer.domain_vector(target)))
+        tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: input, then one column per domain
+        grid = make_grid(tiles, nrow=len(columns), padding=2, normalize=False)
+        self.writer.image("images/translations", (grid + 1) / 2, trainer.step)
+
+
+# -------------------------------------------------------------------------------------------------------- sigma
+def sigma_tags(model: nn.Module, network: str = "D") -> dict[str, torch.Tensor]:
+    """``sigma/<network>/<layer>/sn_estimate`` for every spectrally normalised layer (free: no power iteration)."""
+    out = {}
+    for name, module in spectral_norm_modules(model):
+        layer = name.removeprefix("main.") or "self"
+        out[f"sigma/{network}/{layer}/sn_estimate"] = sn_estimate(module)
+    return out
+
+
+class SigmaHook(Hook):
+    """Per-layer sigma estimates of D's spectral normalization (the sigma SN divides by)."""
+
+    def __init__(self, writer: RunWriter, every: int) -> None:
+        self.writer, self.every = writer, every
+
+    def after_step(self, trainer: Trainer) -> None:
+        tags = sigma_tags(trainer.D)
+        if tags:
+            self.writer.scalars(tags, trainer.step)
+
+
+# ---------------------------------------------------------------------------------------------------- paired L1
+def paired_l1(G: nn.Module, trainer: Trainer, num_images: int) -> torch.Tensor:
+    """Mean L1 between G(x, d) and the true rendering of x's content in d, over held-out images and every target
+    domain other than the source (synthetic data only)."""
+    paired = trainer.data.paired
+    n = min(num_images, paired.images.size(0))
+    x = paired.images[:n].to(trainer.device)
+    src = paired.labels[:n].to(trainer.device)
+    total, count = torch.zeros((), device=trainer.device), 0
+    with evaluating(G):
+        for d in range(len(trainer.data.domains)):
+            keep = src != d
+            if not keep.any():
+                continue
+            target = torch.full_like(src[keep], d)
+            fake = G(x[keep], trainer.domain_vector(target))
+            truth = paired.targets[:n][keep.cpu(), d].to(trainer.device)
+            total += (fake - truth).abs().mean(dim=(1, 2, 3)).sum()
+            count += int(keep.sum())
+    return total / max(count, 1)
+
+
+class PairedL1Hook(Hook):
+    """``eval/paired_l1`` on the synthetic domains' paired ground truth, also at step 0 of a fresh run."""
+
+    def __init__(self, writer: RunWriter, every: int, num_images: int) -> None:
+        self.writer, self.every, self.num_images = writer, every, num_images
+        self.history: list[tuple[int, float]] = []
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.step == 0:
+            self.after_step(trainer)
+
+    def after_step(self, trainer: Trainer) -> None:
+        value = float(paired_l1(trainer.sample_generator(), trainer, self.num_images))
+        self.history.append((trainer.step, value))
+        self.writer.scalars({"eval/paired_l1": value}, trainer.step)
+        log.info("step %d: eval/paired_l1 = %.4f", trainer.step, value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [list(item) for item in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [(int(s), float(v)) for s, v in state.get("history", [])]
+
+
+# -------------------------------------------------------------------------------------------------- nan guard
+class NanGuardHook(Hook):
+    """Stops the run when any loss since the last check was NaN or infinite (the trainer accumulates a device flag,
+    so checking costs one sync per ``every`` steps)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def after_step(self, trainer: Trainer) -> None:
+        check_finite(trainer)
+
+
+def check_finite(trainer: Trainer) -> None:
+    """Raise NonFiniteLossError if a loss was non-finite at any step so far."""
+    from gan.trainer import NonFiniteLossError
+
+    if bool(trainer.nonfinite):
+        parts = {**{f"D/{k}": v for k, v in trainer.last.d.items()}, **{f"G/{k}": v for k, v in trainer.last.g.items()}}
+        bad = [k for k, v in parts.items() if not math.isfinite(float(v))] or ["an earlier step's loss"]
+        raise NonFiniteLossError(
+            f"non-finite loss by step {trainer.step} ({', '.join(bad)}); training stopped, the last good "
+            "checkpoint was kept. Lower the learning rates or check the data."
+        )
+
+
+# ------------------------------------------------------------------------------------------------- checkpoints
+class CheckpointHook(Hook):
+    """Atomic checkpoints every ``every`` steps and at the end; keeps the newest ``keep`` plus ``last.pt``.
+
+    A state with a non-finite loss is never written, so the last good checkpoint stays intact.
+    """
+
+    def __init__(self, directory: Path, every: int, keep: int) -> None:
+        self.directory, self.every, self.keep = Path(directory), every, keep
+        self.saved_step: int | None = None
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.save(trainer)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if bool(trainer.nonfinite):
+            log.warning("not saving a checkpoint: a loss was non-finite")
+            return
+        self.save(trainer)
+
+    def save(self, trainer: Trainer) -> None:
+        if self.saved_step == trainer.step or trainer.step == 0:
+            return
+        check_finite(trainer)
+        state = {"format": FORMAT, **trainer.state_dict()}
+        path = save_checkpoint(state, self.directory, trainer.step, self.keep)
+        self.saved_step = trainer.step
+        log.info("saved checkpoint %s", path)
+
+
+# ------------------------------------------------------------------------------------------------------ progress
+class ProgressHook(Hook):
+    """A tqdm bar with it/s and ETA; the latest losses are shown every ``postfix_every`` steps (one sync)."""
+
+    def __init__(self, total: int, postfix_every: int, enabled: bool = True) -> None:
+        self.total, self.postfix_every, self.enabled = total, postfix_every, enabled
+        self.bar = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=self.total, initial=trainer.step, disable=not self.enabled, unit="it", dynamic_ncols=True
+        )
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.bar.update(1)
+        if trainer.step % self.postfix_every == 0:
+            parts = {**{f"D_{k}": v for k, v in trainer.last.d.items()}, **{f"G_{k}": v for k, v in trainer.last.g.items()}}
+            self.bar.set_postfix({k: f"{float(v):.3f}" for k, v in parts.items()}, refresh=False)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool) -> list[Hook]:
+    """The built-in hooks configured in ``cfg.hooks``. Order matters: the NaN guard runs before checkpoints."""
+    h = cfg.hooks
+    hooks: list[Hook] = [
+        NanGuardHook(h.nan_guard.every),
+        ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
+        ScalarsHook(writer, h.scalars.every),
+        SigmaHook(writer, h.sigma.every),
+        ImagesHook(writer, h.images.every, h.images.num_images),
+    ]
+    if has_paired:
+        hooks.append(PairedL1Hook(writer, h.paired_l1.every, h.paired_l1.num_images))
+    hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep))
+    return hooks

@@ -1,0 +1,45 @@
+"""The run's one writer: TensorBoard event files plus a JSON-lines copy of every scalar (main process only)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+
+class RunWriter:
+    """Writes scalars and images under ``<run_dir>/tb`` and scalars to ``<run_dir>/scalars.jsonl``.
+
+    ``purge_step`` (the step a resumed run restarts from) drops events logged after it by the interrupted run, so
+    curves do not fold back on themselves.
+    """
+
+    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge_step)
+        self._jsonl = open(self.run_dir / "scalars.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def scalars(self, values: dict[str, float | torch.Tensor], step: int) -> None:
+        """Log several scalars at ``step``; tensors are converted here (the one place numbers leave the device)."""
+        row: dict[str, float] = {}
+        for tag, value in values.items():
+            number = float(value.detach().float().cpu()) if isinstance(value, torch.Tensor) else float(value)
+            self.tb.add_scalar(tag, number, step)
+            row[tag] = number if math.isfinite(number) else str(number)
+        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **row}) + "\n")
+
+    def image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """Log one (3, H, W) image with values in [0, 1]."""
+        self.tb.add_image(tag, image.detach().float().cpu().clamp(0, 1), step)
+
+    def flush(self) -> None:
+        self.tb.flush()
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        self.tb.close()
+        self._jsonl.close()
