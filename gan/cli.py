@@ -139,7 +139,8 @@ def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     data = build_data(cfg.data)
     if data.skipped:
         log.warning("skipped %d unreadable images (data.skip_bad_images)", data.skipped)
-    writer = RunWriter(run_dir, purge_step=int(state["step"]) if state else None)
+    # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail.
+    writer = RunWriter(run_dir, purge_step=int(state["step"]) + 1 if state else None)
     hooks = build_hooks(cfg, writer, run_dir, has_paired=data.paired is not None)
     trainer = Trainer(cfg, data, device, hooks)
     if state is not None:

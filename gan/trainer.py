@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import logging
 import random
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -214,7 +216,10 @@ class Trainer:
         self.last.d = self.d_step(x_real, label_org, label_trg)
         if (self.step + 1) % self.cfg.train.n_critic == 0:
             self.last.g = self.g_step(x_real, label_org, label_trg)
-        self.sched_G.step()
+        with warnings.catch_warnings():
+            # G's optimizer first steps at iteration n_critic; the schedule is per iteration on purpose.
+            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+            self.sched_G.step()
         self.sched_D.step()
         self.step += 1
 

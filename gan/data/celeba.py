@@ -1,0 +1,117 @@
+"""CelebA: selected binary attributes of ``list_attr_celeba.txt`` as multi-label domains, split like StarGAN."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gan.config import DataConfig
+from gan.data.base import DataBundle, ImageFileDataset, is_readable
+from gan.data.transforms import image_transform
+from gan.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttrTable:
+    """The rows of an attribute file, in file order, reduced to the selected attributes."""
+
+    filenames: list[str]
+    labels: torch.Tensor  # (N, D) float32, 1.0 where the file says 1, 0.0 where it says -1
+
+
+def _attribute_columns(path: Path, names: list[str], wanted: list[str]) -> list[int]:
+    """Column of each wanted attribute; an unknown one is an error that suggests a close match."""
+    columns = []
+    for attr in wanted:
+        if attr not in names:
+            close = difflib.get_close_matches(attr, names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"available: {', '.join(names)}"
+            raise DataError(f"{path}: attribute {attr!r} is not in the file ({hint})")
+        columns.append(names.index(attr))
+    return columns
+
+
+def read_attributes(path: Path, wanted: list[str]) -> AttrTable:
+    """Parse a CelebA attribute file: a count line, a line of names, then ``filename v1 .. vN`` with 1 / -1."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read attribute file ({getattr(exc, 'strerror', None) or exc})") from exc
+    if len(lines) < 2 or not lines[0].strip().isdigit():
+        raise DataError(f"{path}:1: expected the image count on line 1 and attribute names on line 2")
+    names = lines[1].split()
+    columns = _attribute_columns(path, names, wanted)
+    filenames, rows = [], []
+    for number, line in enumerate(lines[2:], start=3):
+        fields = line.split()
+        if not fields:
+            continue  # tolerate blank lines, e.g. a trailing one
+        values = [fields[1 + c] for c in columns] if len(fields) == len(names) + 1 else None
+        if values is None or any(v not in ("1", "-1") for v in values):
+            raise DataError(
+                f"{path}:{number}: expected a file name and {len(names)} values of 1 or -1, got {line.strip()[:80]!r}"
+            )
+        filenames.append(fields[0])
+        rows.append([v == "1" for v in values])
+    if not filenames:
+        raise DataError(f"{path}: no images listed after the two header lines")
+    if int(lines[0]) != len(filenames):
+        logger.warning("%s: line 1 says %s images but %d are listed", path, lines[0].strip(), len(filenames))
+    labels = torch.tensor(rows, dtype=torch.float32).view(len(filenames), len(columns))
+    return AttrTable(filenames, labels)
+
+
+def split_indices(n: int, test_count: int, seed: int) -> tuple[list[int], list[int]]:
+    """StarGAN's split: shuffle the rows with ``random.Random(seed)`` and send the first ``test_count`` to test.
+
+    ``random.seed(1234); random.shuffle(lines)`` in StarGAN gives the same order. StarGAN's ``(i+1) < 2000`` keeps
+    1999 test images; here exactly ``test_count`` are kept.
+    """
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order[test_count:], order[:test_count]
+
+
+def _readable_rows(
+    image_dir: Path, filenames: list[str], train_rows: list[int], test_rows: list[int]
+) -> tuple[list[int], list[int], int]:
+    """Both row lists without the images PIL cannot verify, and how many were dropped."""
+    train = [i for i in train_rows if is_readable(image_dir / filenames[i])]
+    test = [i for i in test_rows if is_readable(image_dir / filenames[i])]
+    return train, test, len(train_rows) + len(test_rows) - len(train) - len(test)
+
+
+def build_celeba(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
+    """Lazily read CelebA datasets; the label is a float (D,) 0/1 vector over ``celeba.attributes``."""
+    cc = cfg.celeba
+    if not cc.attributes:
+        raise DataError("data.celeba.attributes is empty: name at least one attribute of the attribute file")
+    attr_file, image_dir = Path(cc.attr_file), Path(cc.image_dir)
+    if not cc.attr_file or not attr_file.is_file():
+        raise DataError(f"{cc.attr_file or 'data.celeba.attr_file'}: attribute file not found")
+    if not cc.image_dir or not image_dir.is_dir():
+        raise DataError(f"{cc.image_dir or 'data.celeba.image_dir'}: image folder not found")
+    table = read_attributes(attr_file, list(cc.attributes))
+    train_rows, test_rows = split_indices(len(table.filenames), cc.test_count, cc.split_seed)
+    if not train_rows:
+        raise DataError(f"{attr_file}: lists {len(table.filenames)} images, all taken by test_count={cc.test_count}")
+    skipped = 0
+    if cfg.skip_bad_images:  # after the split, so a bad file does not move other images between train and test
+        train_rows, test_rows, skipped = _readable_rows(image_dir, table.filenames, train_rows, test_rows)
+        if not train_rows:
+            raise DataError(f"{image_dir}: none of the training images listed in {attr_file} could be read")
+
+    def dataset(rows: list[int], flip: bool) -> ImageFileDataset:
+        paths = [image_dir / table.filenames[i] for i in rows]
+        labels = table.labels[torch.tensor(rows, dtype=torch.int64)]
+        return ImageFileDataset(paths, labels, image_transform(cfg.image_size, cfg.crop_size, flip=flip))
+
+    train, test = dataset(train_rows, train_flip), dataset(test_rows, False)
+    return DataBundle(train, test, list(cc.attributes), multi_label=True, paired=None, skipped=skipped)

@@ -1,0 +1,429 @@
+"""Tests for gan.data: synthetic style domains, folder and CelebA sources, transforms and data errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from gan.config import CelebAConfig, DataConfig, FolderConfig, SyntheticConfig
+from gan.data import DataBundle, build_data, image_transform, render
+from gan.data.synthetic import STYLES, random_content, stream_generator
+from gan.errors import ConfigError, DataError
+
+SMALL_SYNTHETIC = DataConfig(
+    source="synthetic", image_size=32, synthetic=SyntheticConfig(images_per_domain=16, test_images_per_domain=4)
+)
+
+
+def synthetic(**changes: object) -> DataBundle:
+    syn = dataclasses.replace(SMALL_SYNTHETIC.synthetic, **{k: v for k, v in changes.items() if k != "image_size"})
+    size = changes.get("image_size", SMALL_SYNTHETIC.image_size)
+    return build_data(dataclasses.replace(SMALL_SYNTHETIC, synthetic=syn, image_size=size))
+
+
+def all_items(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    return torch.stack(images), torch.stack(labels)
+
+
+def write_image(path: Path, rgb: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (12, 10)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, rgb).save(path)
+    return path
+
+
+def write_domains(base: Path, counts: dict[str, int]) -> None:
+    for name, count in counts.items():
+        for i in range(count):
+            write_image(base / name / f"{i:03d}.png", (10 * i, 0, 0))
+
+
+# ------------------------------------------------------------------------------------------------------ synthetic
+def test_synthetic_is_deterministic_by_seed_and_differs_across_seeds() -> None:
+    first, again, other = synthetic(seed=3), synthetic(seed=3), synthetic(seed=4)
+    torch.testing.assert_close(first.train.images, again.train.images, rtol=0, atol=0)
+    torch.testing.assert_close(first.paired.targets, again.paired.targets, rtol=0, atol=0)
+    assert not torch.equal(first.train.images, other.train.images)
+    assert not torch.equal(first.test.images, other.test.images)
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_synthetic_shapes_ranges_and_dtypes(size: int) -> None:
+    domains = ["palette", "outline", "texture", "night"]
+    bundle = synthetic(image_size=size, images_per_domain=3, test_images_per_domain=2, domains=domains)
+    assert bundle.domains == domains and not bundle.multi_label and bundle.skipped == 0
+    assert (len(bundle.train), len(bundle.test)) == (12, 8)
+    for dataset in (bundle.train, bundle.test):
+        images, labels = all_items(dataset)
+        assert images.shape[1:] == (3, size, size) and images.dtype == torch.float32
+        assert images.min() >= -1 and images.max() <= 1
+        assert labels.dtype == torch.int64 and labels.shape == (len(dataset),)
+    assert all_items(bundle.train)[1].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    paired = bundle.paired
+    assert paired.images.shape == (8, 3, size, size) and paired.labels.dtype == torch.int64
+    assert paired.targets.shape == (8, 4, 3, size, size) and paired.targets.dtype == torch.float32
+
+
+def test_default_style_domains_are_registered() -> None:
+    assert {"palette", "outline", "texture", "night"} <= set(STYLES.names())
+    assert set(SyntheticConfig().domains) <= set(STYLES.names())
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_every_style_differs_clearly_from_every_other(size: int) -> None:
+    content = random_content(32, stream_generator(0, "styles"))
+    rendered = {name: render(content, name, size) for name in STYLES.names()}
+    for a, b in itertools.combinations(rendered, 2):
+        # Half the [0, 1] pixel scale: the smallest per-image mean difference over all layouts.
+        per_image = (rendered[a] - rendered[b]).abs().mean(dim=(1, 2, 3)) / 2
+        assert per_image.min() > 0.1, (a, b, per_image.min())
+
+
+def test_styles_show_the_shapes() -> None:
+    content = random_content(8, stream_generator(1, "shapes"))
+    for name in STYLES.names():
+        images = render(content, name, 32)
+        # Every image has structure beyond its background: shapes are drawn, and nothing saturates to one colour.
+        assert (images.flatten(1).std(dim=1) > 0.05).all(), name
+
+
+def test_paired_targets_hold_the_test_images() -> None:
+    bundle = synthetic()
+    paired = bundle.paired
+    n = torch.arange(len(paired.labels))
+    torch.testing.assert_close(paired.targets[n, paired.labels], paired.images, rtol=0, atol=0)
+    images, labels = all_items(bundle.test)
+    torch.testing.assert_close(images, paired.images, rtol=0, atol=0)
+    assert torch.equal(labels, paired.labels)
+
+
+def test_render_reproduces_dataset_items() -> None:
+    bundle = synthetic()
+    test = bundle.test
+    for index in (0, 5, len(test) - 1):
+        style = bundle.domains[int(test.labels[index])]
+        torch.testing.assert_close(render(test.content[index], style, 32)[0], test[index][0], rtol=0, atol=0)
+
+
+def test_train_and_test_content_are_disjoint() -> None:
+    bundle = synthetic(images_per_domain=64, test_images_per_domain=16)
+    train, test = bundle.train.content, bundle.test.content
+    # Continuous layout parameters from separate RNG streams: no test layout repeats a training one.
+    same = (test.centers.flatten(1)[:, None] == train.centers.flatten(1)[None]).all(dim=-1)
+    assert not same.any()
+    flat_train = bundle.train.images.flatten(1)
+    assert not (bundle.test.images.flatten(1)[:, None] == flat_train[None]).all(dim=-1).any()
+
+
+def test_training_content_differs_between_domains() -> None:
+    bundle = synthetic()
+    centers = bundle.train.content.centers.view(len(bundle.domains), -1)
+    for a, b in itertools.combinations(range(len(bundle.domains)), 2):
+        assert not torch.equal(centers[a], centers[b])
+
+
+def test_synthetic_flip_only_in_training() -> None:
+    torch.manual_seed(0)
+    bundle = synthetic()
+    stored = bundle.train.images[0].float() / 127.5 - 1
+    draws = [bundle.train[0][0] for _ in range(40)]
+    assert any(torch.equal(d, stored) for d in draws) and any(torch.equal(d, stored.flip(-1)) for d in draws)
+    assert not torch.equal(stored, stored.flip(-1))
+    assert all(torch.equal(bundle.test[0][0], bundle.paired.images[0]) for _ in range(20))
+    unflipped = build_data(SMALL_SYNTHETIC, train_flip=False)
+    assert all(torch.equal(unflipped.train[0][0], stored) for _ in range(20))
+
+
+def test_default_synthetic_size_builds() -> None:
+    bundle = build_data(DataConfig(image_size=32))
+    assert (len(bundle.train), len(bundle.test)) == (4 * 512, 4 * 64)
+    assert bundle.paired.targets.shape == (256, 4, 3, 32, 32)
+
+
+def test_unknown_style_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="unknown synthetic style 'watercolour'"):
+        synthetic(domains=["palette", "watercolour"])
+
+
+# --------------------------------------------------------------------------------------------------------- folder
+def folder_config(root: Path, **changes: object) -> DataConfig:
+    return DataConfig(source="folder", image_size=8, folder=FolderConfig(root=str(root), **changes))
+
+
+def test_folder_ratio_split_is_per_domain_deterministic_and_complete(tmp_path: Path) -> None:
+    write_domains(tmp_path, {"neutral": 10, "happy": 10, "angry": 5})
+    bundle = build_data(folder_config(tmp_path, test_ratio=0.2))
+    assert bundle.domains == ["angry", "happy", "neutral"]
+    assert not bundle.multi_label and bundle.paired is None and bundle.skipped == 0
+    counts = {
+        name: (int((bundle.train.labels == i).sum()), int((bundle.test.labels == i).sum()))
+        for i, name in enumerate(bundle.domains)
+    }
+    assert counts == {"angry": (4, 1), "happy": (8, 2), "neutral": (8, 2)}
+    train, test = set(bundle.train.paths), set(bundle.test.paths)
+    assert not train & test and len(train | test) == 25
+    labels = torch.cat([bundle.train.labels, bundle.test.labels])
+    for path, label in zip(bundle.train.paths + bundle.test.paths, labels):
+        assert path.parent.name == bundle.domains[int(label)]
+    again = build_data(folder_config(tmp_path, test_ratio=0.2))
+    assert again.test.paths == bundle.test.paths
+    other_seed = build_data(folder_config(tmp_path, test_ratio=0.2, split_seed=7))
+    assert other_seed.test.paths != bundle.test.paths
+
+
+def test_folder_items_are_tensors_in_range(tmp_path: Path) -> None:
+    write_domains(tmp_path, {"a": 3, "b": 3})
+    bundle = build_data(folder_config(tmp_path, test_ratio=0.4))
+    image, label = bundle.train[0]
+    assert image.shape == (3, 8, 8) and image.dtype == torch.float32
+    assert image.min() >= -1 and image.max() <= 1
+    assert label.dtype == torch.int64 and label.dim() == 0
+
+
+def test_folder_domains_from_config_set_the_label_order(tmp_path: Path) -> None:
+    write_domains(tmp_path, {"a": 2, "b": 2, "c": 2})
+    bundle = build_data(folder_config(tmp_path, domains=["c", "a"], test_ratio=0.0))
+    assert bundle.domains == ["c", "a"] and len(bundle.test) == 0
+    pairs = [(p.parent.name, int(label)) for p, label in zip(bundle.train.paths, bundle.train.labels)]
+    assert pairs == [("c", 0), ("c", 0), ("a", 1), ("a", 1)]
+
+
+def test_folder_split_folders(tmp_path: Path) -> None:
+    write_domains(tmp_path / "train", {"x": 3, "y": 2})
+    write_domains(tmp_path / "test", {"x": 1, "y": 2})
+    bundle = build_data(folder_config(tmp_path, split="folders"))
+    assert bundle.domains == ["x", "y"]
+    assert bundle.train.labels.tolist() == [0, 0, 0, 1, 1] and bundle.test.labels.tolist() == [0, 1, 1]
+    assert all(p.is_relative_to(tmp_path / "train") for p in bundle.train.paths)
+    assert all(p.is_relative_to(tmp_path / "test") for p in bundle.test.paths)
+
+
+def test_folder_finds_extensions_case_insensitively(tmp_path: Path) -> None:
+    for name in ("a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.webp", "nested/f.png"):
+        suffix = Path(name).suffix.lower()
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}[suffix]
+        (tmp_path / "dom" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (6, 6), (1, 2, 3)).save(tmp_path / "dom" / name, format=fmt)
+    (tmp_path / "dom" / "notes.txt").write_text("not an image")
+    write_domains(tmp_path, {"other": 1})
+    bundle = build_data(folder_config(tmp_path, test_ratio=0.0))
+    found = sorted(p.name for p in bundle.train.paths if p.parent.name != "other")
+    assert found == ["a.JPG", "b.jpeg", "c.Png", "d.bmp", "e.webp", "f.png"]
+    assert all(bundle.train[i][0].shape == (3, 8, 8) for i in range(len(bundle.train)))
+
+
+@pytest.mark.parametrize(
+    ("layout", "changes", "message"),
+    [
+        ({}, {}, "no domain sub-folders"),
+        ({"a": 2, "empty": 0}, {}, "empty: no images"),
+        ({"a": 2}, {"domains": ["a", "missing"]}, "missing: domain folder not found"),
+        ({"a": 2}, {"split": "folders"}, "train: folder not found"),
+    ],
+)
+def test_folder_errors_name_the_path(tmp_path: Path, layout: dict, changes: dict, message: str) -> None:
+    write_domains(tmp_path, layout)
+    for name in layout:
+        (tmp_path / name).mkdir(exist_ok=True)  # also the empty ones
+    with pytest.raises(DataError, match=message) as info:
+        build_data(folder_config(tmp_path, **changes))
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_root_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nowhere: dataset folder not found"):
+        build_data(folder_config(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="data.folder.root is empty"):
+        build_data(DataConfig(source="folder"))
+
+
+def test_os_errors_while_building_become_data_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_domains(tmp_path, {"a": 1})
+
+    def refuse(self: Path) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(DataError, match=f"{tmp_path}: Permission denied"):
+        build_data(folder_config(tmp_path))
+
+
+def test_corrupt_image_raises_when_read_naming_the_file(tmp_path: Path) -> None:
+    write_domains(tmp_path, {"a": 2, "b": 2})
+    bad = tmp_path / "a" / "zz_bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    bundle = build_data(folder_config(tmp_path, test_ratio=0.0))  # lazy: building does not read pixels
+    index = bundle.train.paths.index(bad)
+    with pytest.raises(DataError, match="zz_bad.png: cannot read image") as info:
+        bundle.train[index]
+    assert "\n" not in str(info.value)
+
+
+def test_skip_bad_images_drops_and_counts_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_domains(tmp_path, {"a": 3, "b": 3})
+    (tmp_path / "a" / "bad1.png").write_bytes(b"garbage")
+    good = write_image(tmp_path / "b" / "truncated.png", size=(16, 16))
+    good.write_bytes(good.read_bytes()[:-20])  # cut into the IEND chunk: verify() rejects it
+    config = dataclasses.replace(folder_config(tmp_path, test_ratio=0.0), skip_bad_images=True)
+    with caplog.at_level(logging.WARNING):
+        bundle = build_data(config)
+    assert bundle.skipped == 2 and len(bundle.train) == 6
+    assert {p.name for p in bundle.train.paths}.isdisjoint({"bad1.png", "truncated.png"})
+    assert "bad1.png" in caplog.text and "truncated.png" in caplog.text
+
+
+def test_skip_bad_images_with_only_bad_files_is_an_error(tmp_path: Path) -> None:
+    write_domains(tmp_path, {"a": 2})
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "x.jpg").write_bytes(b"nope")
+    config = dataclasses.replace(folder_config(tmp_path), skip_bad_images=True)
+    with pytest.raises(DataError, match="b: none of its 1 images could be read"):
+        build_data(config)
+
+
+# --------------------------------------------------------------------------------------------------------- celeba
+ATTRS = ["5_o_Clock_Shadow", "Black_Hair", "Blond_Hair", "Male", "Young"]
+
+
+def write_celeba(tmp_path: Path, n: int = 12, lines: list[str] | None = None) -> DataConfig:
+    """An attribute file with ``n`` rows (attribute j of image i is 1 when (i >> j) & 1) and the images."""
+    image_dir = tmp_path / "images"
+    rows = []
+    for i in range(n):
+        name = f"{i + 1:06d}.jpg"
+        write_image(image_dir / name, (i * 20 % 256, 0, 0), size=(10, 12))
+        rows.append(name + "  " + " ".join("1" if (i >> j) & 1 else "-1" for j in range(len(ATTRS))))
+    attr_file = tmp_path / "list_attr_celeba.txt"
+    attr_file.write_text("\n".join([str(n), " ".join(ATTRS), *(lines if lines is not None else rows)]) + "\n")
+    celeba = CelebAConfig(
+        image_dir=str(image_dir), attr_file=str(attr_file), attributes=["Blond_Hair", "Male"], test_count=4
+    )
+    return DataConfig(source="celeba", image_size=8, celeba=celeba)
+
+
+def test_celeba_labels_are_float_multi_label(tmp_path: Path) -> None:
+    bundle = build_data(write_celeba(tmp_path))
+    assert bundle.multi_label and bundle.domains == ["Blond_Hair", "Male"] and bundle.paired is None
+    assert (len(bundle.train), len(bundle.test)) == (8, 4)
+    for dataset in (bundle.train, bundle.test):
+        for path, label in zip(dataset.paths, dataset.labels):
+            i = int(path.stem) - 1
+            assert label.tolist() == [float((i >> 2) & 1), float((i >> 3) & 1)]
+    image, label = bundle.train[0]
+    assert image.shape == (3, 8, 8) and label.dtype == torch.float32 and label.shape == (2,)
+
+
+@pytest.mark.parametrize(("seed", "test_count"), [(1234, 4), (1234, 1), (5, 3)])
+def test_celeba_split_follows_stargan(tmp_path: Path, seed: int, test_count: int) -> None:
+    config = write_celeba(tmp_path, n=12)
+    config = dataclasses.replace(
+        config, celeba=dataclasses.replace(config.celeba, split_seed=seed, test_count=test_count)
+    )
+    bundle = build_data(config)
+    # StarGAN's data_loader: read the data lines, random.seed(1234); random.shuffle(lines); first ones -> test.
+    lines = Path(config.celeba.attr_file).read_text().splitlines()[2:]
+    state = random.getstate()
+    random.seed(seed)
+    random.shuffle(lines)
+    random.setstate(state)
+    expected = [line.split()[0] for line in lines]
+    assert [p.name for p in bundle.test.paths] == expected[:test_count]
+    assert [p.name for p in bundle.train.paths] == expected[test_count:]
+
+
+def test_celeba_missing_attribute_suggests_a_close_match(tmp_path: Path) -> None:
+    config = write_celeba(tmp_path)
+    config = dataclasses.replace(config, celeba=dataclasses.replace(config.celeba, attributes=["Blonde_Hair"]))
+    with pytest.raises(DataError, match=r"list_attr_celeba.txt: attribute 'Blonde_Hair' .*'Blond_Hair'"):
+        build_data(config)
+    config = dataclasses.replace(config, celeba=dataclasses.replace(config.celeba, attributes=["Zzz"]))
+    with pytest.raises(DataError, match="available: 5_o_Clock_Shadow, Black_Hair"):
+        build_data(config)
+
+
+@pytest.mark.parametrize(
+    "bad_line",
+    ["000003.jpg 1 -1 1", "000003.jpg 1 -1 1 -1 yes", "000003.jpg 1 -1 1 -1 1 1"],
+)
+def test_celeba_malformed_line_names_file_and_line(tmp_path: Path, bad_line: str) -> None:
+    good = ["000001.jpg 1 1 1 1 1", "000002.jpg -1 -1 -1 -1 -1"]
+    config = write_celeba(tmp_path, n=3, lines=[*good, bad_line])
+    if "yes" in bad_line:  # a bad value counts only in a selected column
+        config = dataclasses.replace(config, celeba=dataclasses.replace(config.celeba, attributes=["Young"]))
+    with pytest.raises(DataError, match=r"list_attr_celeba.txt:5: expected a file name and 5 values"):
+        build_data(config)
+
+
+@pytest.mark.parametrize(
+    ("field", "message"), [("attr_file", "attribute file not found"), ("image_dir", "image folder not found")]
+)
+def test_celeba_missing_paths_are_data_errors(tmp_path: Path, field: str, message: str) -> None:
+    config = write_celeba(tmp_path)
+    missing = str(tmp_path / "missing")
+    config = dataclasses.replace(config, celeba=dataclasses.replace(config.celeba, **{field: missing}))
+    with pytest.raises(DataError, match=f"missing: {message}"):
+        build_data(config)
+
+
+def test_celeba_missing_image_fails_when_read_or_is_skipped(tmp_path: Path) -> None:
+    config = write_celeba(tmp_path)
+    (tmp_path / "images" / "000002.jpg").unlink()
+    bundle = build_data(config)
+    paths = bundle.train.paths + bundle.test.paths
+    dataset, index = (bundle.train, paths.index(tmp_path / "images" / "000002.jpg"))
+    if index >= len(bundle.train):
+        dataset, index = bundle.test, index - len(bundle.train)
+    with pytest.raises(DataError, match="000002.jpg: cannot read image"):
+        dataset[index]
+    skipping = build_data(dataclasses.replace(config, skip_bad_images=True))
+    assert skipping.skipped == 1 and len(skipping.train) + len(skipping.test) == 11
+
+
+# ----------------------------------------------------------------------------------------------------- transforms
+def halves(width: int = 40, height: int = 24) -> Image.Image:
+    """Left half white, right half black."""
+    image = Image.new("RGB", (width, height), (0, 0, 0))
+    image.paste((255, 255, 255), (0, 0, width // 2, height))
+    return image
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_transform_gives_range_and_size(size: int) -> None:
+    out = image_transform(size)(halves())
+    assert out.shape == (3, size, size) and out.dtype == torch.float32
+    assert out.min() == -1 and out.max() == 1
+    assert (out[:, :, 0] == 1).all() and (out[:, :, -1] == -1).all()
+
+
+def test_transform_center_crop() -> None:
+    image = Image.new("RGB", (30, 30), (255, 255, 255))
+    image.paste((0, 0, 0), (10, 10, 20, 20))  # a black 10x10 centre
+    assert (image_transform(5, crop_size=10)(image) == -1).all()
+    assert image_transform(5, crop_size=0)(image).max() == 1
+
+
+def test_transform_flips_only_when_asked() -> None:
+    torch.manual_seed(0)
+    image = halves(16, 16)
+    train = [image_transform(8, flip=True)(image) for _ in range(30)]
+    assert {float(t[0, 0, 0]) for t in train} == {-1.0, 1.0}
+    assert all(float(image_transform(8)(image)[0, 0, 0]) == 1.0 for _ in range(30))
+
+
+def test_folder_flips_only_the_training_set(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    for split in ("train", "test"):
+        halves(16, 16).save(write_image(tmp_path / split / "d" / "h.png"))
+        write_image(tmp_path / split / "e" / "x.png")
+    bundle = build_data(folder_config(tmp_path, split="folders"))
+    assert {float(bundle.train[0][0][0, 0, 0]) for _ in range(30)} == {-1.0, 1.0}
+    assert {float(bundle.test[0][0][0, 0, 0]) for _ in range(30)} == {1.0}
+    no_flip = build_data(folder_config(tmp_path, split="folders"), train_flip=False)
+    assert {float(no_flip.train[0][0][0, 0, 0]) for _ in range(30)} == {1.0}
