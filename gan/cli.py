@@ -25,8 +25,19 @@ def _run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> in
     try:
         return main(list(sys.argv[1:] if argv is None else argv))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line. A DataLoader worker re-raises our errors with its traceback in the
+    message; the last line is ours, after the ``module.Class: `` prefix that the traceback adds."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(exc).__name__
+    last = lines[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
+    return last.removeprefix(prefix)
 
 
 # --------------------------------------------------------------------------------------------------------- train

@@ -133,7 +133,11 @@ def paired_l1_command(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint}: paired-l1 needs the synthetic dataset (data.source: {cfg.data.source})")
     view = SimpleNamespace(data=data, device=device, domain_vector=_domain_vector_fn(len(data.domains)))
     value = float(paired_l1(G, view, args.num_images))  # type: ignore[arg-type]
-    result = {"paired_l1": value, "step": int(state["step"]), "num_images": min(args.num_images, len(data.paired.labels))}
+    result = {
+        "paired_l1": value,
+        "step": int(state["step"]),
+        "num_images": min(args.num_images, len(data.paired.labels)),
+    }
     print(json.dumps(result) if args.json else f"paired L1 at step {result['step']}: {value:.4f}")
     return 0
 

@@ -187,6 +187,11 @@ class PairedL1Hook(Hook):
         if trainer.step == 0:
             self.after_step(trainer)
 
+    def on_fit_end(self, trainer: Trainer) -> None:
+        # The final value, also when the run length is not a multiple of ``every`` or it was stopped early.
+        if not self.history or self.history[-1][0] != trainer.step:
+            self.after_step(trainer)
+
     def after_step(self, trainer: Trainer) -> None:
         value = float(paired_l1(trainer.sample_generator(), trainer, self.num_images))
         self.history.append((trainer.step, value))
@@ -266,14 +271,15 @@ class ProgressHook(Hook):
     def on_fit_start(self, trainer: Trainer) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(
-            total=self.total, initial=trainer.step, disable=not self.enabled, unit="it", dynamic_ncols=True
-        )
+        self.bar = tqdm(total=self.total, initial=trainer.step, disable=not self.enabled, unit="it", dynamic_ncols=True)
 
     def after_step(self, trainer: Trainer) -> None:
         self.bar.update(1)
         if trainer.step % self.postfix_every == 0:
-            parts = {**{f"D_{k}": v for k, v in trainer.last.d.items()}, **{f"G_{k}": v for k, v in trainer.last.g.items()}}
+            parts = {
+                **{f"D_{k}": v for k, v in trainer.last.d.items()},
+                **{f"G_{k}": v for k, v in trainer.last.g.items()},
+            }
             self.bar.set_postfix({k: f"{float(v):.3f}" for k, v in parts.items()}, refresh=False)
 
     def on_fit_end(self, trainer: Trainer) -> None:

@@ -52,9 +52,7 @@ def _weight_matrix(weight: torch.Tensor, dim: int) -> torch.Tensor:
     return weight.reshape(weight.shape[0], -1)
 
 
-def _power_iteration(
-    weight_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n_iterations: int, eps: float
-) -> None:
+def _power_iteration(weight_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor, n_iterations: int, eps: float) -> None:
     """Run ``n_iterations`` of ``v = normalize(W^T u); u = normalize(W v)`` and write the result into u, v in place.
 
     This is the only place that advances the estimate, so a later policy (e.g. one iteration per optimizer step)
@@ -144,8 +142,9 @@ def has_spectral_norm(module: nn.Module) -> bool:
 def _check_args(module: nn.Module, n_power_iterations: int, eps: float, dim: int | None) -> int:
     """Validate the arguments of :func:`spectral_norm`; returns ``dim`` resolved to a non-negative index."""
     if not isinstance(module, _SUPPORTED):
-        raise ValueError(f"spectral_norm supports Linear, Conv1d/2d/3d and ConvTranspose1d/2d/3d, "
-                         f"not {type(module).__name__}")
+        raise ValueError(
+            f"spectral_norm supports Linear, Conv1d/2d/3d and ConvTranspose1d/2d/3d, not {type(module).__name__}"
+        )
     if has_spectral_norm(module):
         raise ValueError(f"spectral_norm is already applied to this {type(module).__name__}")
     if isinstance(n_power_iterations, bool) or not isinstance(n_power_iterations, int) or n_power_iterations < 1:
@@ -154,8 +153,10 @@ def _check_args(module: nn.Module, n_power_iterations: int, eps: float, dim: int
         raise ValueError(f"eps must be > 0, got {eps!r}")
     weight = dict(module.named_parameters(recurse=False)).get(_NAME)
     if weight is None:
-        raise ValueError(f"this {type(module).__name__} has no 'weight' parameter; "
-                         "is another reparametrization (weight_norm, torch spectral_norm) applied?")
+        raise ValueError(
+            f"this {type(module).__name__} has no 'weight' parameter; "
+            "is another reparametrization (weight_norm, torch spectral_norm) applied?"
+        )
     if isinstance(weight, nn.parameter.UninitializedParameter):
         raise ValueError("the weight of a lazy module is not initialized yet; run one forward before spectral_norm")
     if not weight.is_floating_point():

@@ -62,7 +62,9 @@ def test_spectral_norm_on_every_conv_when_enabled():
     convs = [m for m in D.modules() if isinstance(m, nn.Conv2d)]
     assert len(convs) == 5 and all(has_spectral_norm(m) for m in convs)
     assert [name for name, _ in spectral_norm_modules(D)] == ["main.conv1", "main.conv2", "main.conv3", "src", "cls"]
-    off = build_discriminator(DiscriminatorConfig(conv_dim=8, repeat_num=3, spectral_norm=SpectralNormConfig(enabled=False)), 32, 5)
+    off = build_discriminator(
+        DiscriminatorConfig(conv_dim=8, repeat_num=3, spectral_norm=SpectralNormConfig(enabled=False)), 32, 5
+    )
     assert not any(has_spectral_norm(m) for m in off.modules())
 
 

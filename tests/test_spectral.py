@@ -54,7 +54,7 @@ def _known_spectrum(h: int, w: int, seed: int) -> tuple[torch.Tensor, float]:
     """W = U diag(10, 5, 1, 0.5, ...) V^T in float64: top gap 0.5, so power iteration converges fast."""
     gen = torch.Generator().manual_seed(seed)
     rank = min(h, w)
-    s = torch.tensor([10.0, 5.0] + [2.0 ** -k for k in range(rank - 2)], dtype=torch.float64)
+    s = torch.tensor([10.0, 5.0] + [2.0**-k for k in range(rank - 2)], dtype=torch.float64)
     left, _ = torch.linalg.qr(torch.randn(h, rank, generator=gen, dtype=torch.float64))
     right, _ = torch.linalg.qr(torch.randn(w, rank, generator=gen, dtype=torch.float64))
     return left @ torch.diag(s) @ right.T, 10.0
@@ -385,7 +385,7 @@ def test_bfloat16_weight_iterates_in_float32():
     assert module.weight_u.dtype == torch.float32
     # W_SN = W / sigma up to bf16 rounding of the quotient; sigma itself is computed in float32.
     expected = module.weight_orig.float() / sn_estimate(module)
-    assert_close(module.weight.float(), expected, atol=0, rtol=2 ** -8)
+    assert_close(module.weight.float(), expected, atol=0, rtol=2**-8)
 
 
 def test_double_casts_the_buffers_like_any_buffer():
@@ -409,8 +409,19 @@ def test_double_casts_the_buffers_like_any_buffer():
         (lambda: remove_spectral_norm(nn.Linear(2, 2)), "not applied"),
         (lambda: sn_estimate(nn.Linear(2, 2)), "not applied"),
     ],
-    ids=["zero_iterations", "negative_iterations", "zero_eps", "bad_dim", "batchnorm", "embedding", "twice",
-         "torch_legacy_applied", "lazy", "remove_without_sn", "estimate_without_sn"],
+    ids=[
+        "zero_iterations",
+        "negative_iterations",
+        "zero_eps",
+        "bad_dim",
+        "batchnorm",
+        "embedding",
+        "twice",
+        "torch_legacy_applied",
+        "lazy",
+        "remove_without_sn",
+        "estimate_without_sn",
+    ],
 )
 def test_bad_arguments_raise_value_error(make, match):
     with pytest.raises(ValueError, match=match):
