@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gan.checkpoint import atomic_save, latest, load_checkpoint
+from gan.checkpoint import latest, load_checkpoint
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, load_config
 from gan.errors import CheckpointError, ConfigError, UserError
 
@@ -122,11 +122,18 @@ def pick_device(name: str) -> torch.device:
 def _main_train(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
     resume = _find_resume(args.resume, args.run_dir)
+    if args.resume == "auto" and resume is None:
+        print("--resume auto: no checkpoint found; starting a new run", file=sys.stderr)
     state = load_checkpoint(resume) if resume is not None else None
     cfg = _resolve_config(args, state, resume)
     if state is not None:
         check_resume_compatible(cfg, state, resume)
     run_dir = args.run_dir or (resume.parent.parent if resume else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    if state is None and latest(run_dir / "checkpoints") is not None:
+        raise UserError(
+            f"{run_dir}: this run folder already holds checkpoints; continue it with --resume auto or choose "
+            "another --run-dir"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_text(dump_config(cfg), run_dir / "config.yaml")
     _setup_logging(run_dir)
@@ -214,5 +221,3 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
 
     return _run_cli(main, argv)
 
-
-__all__ = ["atomic_save", "evaluate_main", "train_main"]

@@ -115,7 +115,9 @@ class ImagesHook(Hook):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         test = trainer.data.test
-        items = [test[i] for i in range(min(self.num_images, len(test)))]
+        # Evenly spaced over the test set, so that the rows cover every domain (test sets are ordered by domain).
+        picks = torch.linspace(0, len(test) - 1, min(self.num_images, len(test))).round().long().unique()
+        items = [test[int(i)] for i in picks]
         self.inputs = torch.stack([x for x, _ in items]).to(trainer.device)
         self.labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(trainer.device)
         if trainer.step == 0:

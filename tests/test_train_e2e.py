@@ -84,6 +84,15 @@ def test_resume_with_changed_model_is_refused(tiny_config, tmp_path, capsys):
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_a_used_run_dir_is_not_overwritten_without_resume(tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(["--config", str(tiny_config), "--run-dir", str(run), "--set", "train.steps=3"]) == 0
+    before = {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()}
+    assert train_main(["--config", str(tiny_config), "--run-dir", str(run)]) == 2
+    assert "already holds checkpoints; continue it with --resume auto" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
+
+
 def test_resume_may_extend_training(tiny_config, tmp_path):
     run = tmp_path / "run"
     assert train_main(["--config", str(tiny_config), "--run-dir", str(run), "--set", "train.steps=3"]) == 0
