@@ -220,4 +220,3 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from gan.evaluate import main
 
     return _run_cli(main, argv)
-

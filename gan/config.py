@@ -109,6 +109,8 @@ class SpectralNormConfig:
 class DiscriminatorConfig:
     conv_dim: int = _opt(64, min=1)
     repeat_num: int = _opt(6, min=1)
+    norm: str = _opt("none", choices=_norm_names)
+    norm_options: dict[str, Any] = _opt({})
     spectral_norm: SpectralNormConfig = field(default_factory=SpectralNormConfig)
 
 
@@ -116,6 +118,7 @@ class DiscriminatorConfig:
 class ModelConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    sync_batchnorm: bool = False
 
 
 # ----------------------------------------------------------------------------------------------------------- loss
@@ -139,6 +142,7 @@ class TrainConfig:
     beta1: float = _opt(0.5, min=0.0, max=1.0)
     beta2: float = _opt(0.999, min=0.0, max=1.0)
     lr_decay_steps: int = _opt(100000, min=0)
+    gate_lr_multiplier: float = _opt(10.0, min=0.0)
     g_ema_decay: float = _opt(0.0, min=0.0, max=1.0)
     seed: int = _opt(0, min=0)
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
@@ -159,6 +163,11 @@ class ImagesHook:
 
 @dataclass(frozen=True)
 class SigmaHook:
+    every: int = _opt(100, min=1)
+
+
+@dataclass(frozen=True)
+class NormsHook:
     every: int = _opt(100, min=1)
 
 
@@ -184,6 +193,7 @@ class HooksConfig:
     scalars: ScalarsHook = field(default_factory=ScalarsHook)
     images: ImagesHook = field(default_factory=ImagesHook)
     sigma: SigmaHook = field(default_factory=SigmaHook)
+    norms: NormsHook = field(default_factory=NormsHook)
     paired_l1: PairedL1Hook = field(default_factory=PairedL1Hook)
     checkpoint: CheckpointHook = field(default_factory=CheckpointHook)
     nan_guard: NanGuardHook = field(default_factory=NanGuardHook)
@@ -389,10 +399,12 @@ def _check_consistency(cfg: Config, source: Callable[[str], str]) -> None:
     """Checks that involve more than one key or need a factory's signature."""
     from gan.norms import check_norm_options
 
-    problem = check_norm_options(cfg.model.generator.norm, cfg.model.generator.norm_options)
-    if problem:
-        key = "model.generator.norm_options"
-        raise ConfigError(f"{source(key)}: {key}: {problem}")
+    for net in ("generator", "discriminator"):
+        net_cfg = getattr(cfg.model, net)
+        problem = check_norm_options(net_cfg.norm, net_cfg.norm_options)
+        if problem:
+            key = f"model.{net}.norm_options"
+            raise ConfigError(f"{source(key)}: {key}: {problem}")
     syn = cfg.data.synthetic
     if len(set(syn.domains)) != len(syn.domains) or len(syn.domains) < 2:
         key = "data.synthetic.domains"

@@ -17,6 +17,7 @@ from torchvision.utils import make_grid
 
 from gan.checkpoint import FORMAT, save_checkpoint
 from gan.config import Config
+from gan.norms import SwitchableNorm2d, gate_parameters
 from gan.spectral import sn_estimate, spectral_norm_modules
 from gan.writers import RunWriter
 
@@ -152,6 +153,37 @@ class SigmaHook(Hook):
 
     def after_step(self, trainer: Trainer) -> None:
         tags = sigma_tags(trainer.D)
+        if tags:
+            self.writer.scalars(tags, trainer.step)
+
+
+# -------------------------------------------------------------------------------------------------------- norms
+def norm_tags(model: nn.Module, network: str) -> dict[str, torch.Tensor]:
+    """Learned mixing weights of the norm layers: Switchable Norm's importance weights per layer
+    (``norm/<net>/<layer>/switch_weights/{in,ln,bn}`` for the means, ``.../switch_var_weights/...`` for the
+    variances) and the mean Batch-Instance gate over the network (``norm/<net>/rho_mean``)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, SwitchableNorm2d):
+            weights = module.switch_weights()
+            layer = name.removeprefix("main.")
+            for kind, key in (("mean", "switch_weights"), ("var", "switch_var_weights")):
+                for part, value in zip(("in", "ln", "bn"), weights[kind].detach()):
+                    out[f"norm/{network}/{layer}/{key}/{part}"] = value
+    gates = list(gate_parameters(model))
+    if gates:
+        out[f"norm/{network}/rho_mean"] = torch.cat([g.detach().flatten() for g in gates]).mean()
+    return out
+
+
+class NormsHook(Hook):
+    """Switchable Norm weights and Batch-Instance gates of G and D, when they have such layers."""
+
+    def __init__(self, writer: RunWriter, every: int) -> None:
+        self.writer, self.every = writer, every
+
+    def after_step(self, trainer: Trainer) -> None:
+        tags = {**norm_tags(trainer.G, "G"), **norm_tags(trainer.D, "D")}
         if tags:
             self.writer.scalars(tags, trainer.step)
 
@@ -297,6 +329,7 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
         ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
         ScalarsHook(writer, h.scalars.every),
         SigmaHook(writer, h.sigma.every),
+        NormsHook(writer, h.norms.every),
         ImagesHook(writer, h.images.every, h.images.num_images),
     ]
     if has_paired:

@@ -23,7 +23,7 @@ from gan.config import Config, config_to_dict
 from gan.data import DataBundle
 from gan.losses import ADVERSARIAL_LOSSES, classification_loss, gradient_penalty, r1_penalty, reconstruction_loss
 from gan.models import build_discriminator, build_generator
-from gan.norms import clamp_gates_, gate_parameters
+from gan.norms import clamp_gates_, gate_parameters, set_norm_step, set_sync_batch_stats, uses_batch_statistics
 
 if TYPE_CHECKING:
     from gan.hooks import Hook
@@ -80,6 +80,10 @@ class Trainer:
         random.seed(cfg.train.seed)
         self.G = build_generator(cfg.model.generator, self.num_domains).to(device)
         self.D = build_discriminator(cfg.model.discriminator, cfg.data.image_size, self.num_domains).to(device)
+        if cfg.model.sync_batchnorm:
+            for net in (self.G, self.D):
+                set_sync_batch_stats(net, True)
+        self._warn_about_batch_statistics_in_d()
         self.G_ema = self._make_ema()
         self.opt_G = torch.optim.Adam(self._g_param_groups(), betas=(cfg.train.beta1, cfg.train.beta2))
         self.opt_D = torch.optim.Adam(self.D.parameters(), cfg.train.d_lr, betas=(cfg.train.beta1, cfg.train.beta2))
@@ -100,13 +104,25 @@ class Trainer:
         ema.requires_grad_(False)
         return ema
 
+    def _warn_about_batch_statistics_in_d(self) -> None:
+        d_norm, loss = self.cfg.model.discriminator.norm, self.cfg.loss
+        if uses_batch_statistics(d_norm) and (loss.lambda_gp > 0 or loss.lambda_r1 > 0):
+            log.warning(
+                "model.discriminator.norm=%s normalises with batch statistics: D's output for one image depends on "
+                "the others in its batch, so the per-sample gradient penalty (loss.lambda_gp / loss.lambda_r1) is "
+                "ill-defined; prefer layer, instance, group or none in D",
+                d_norm,
+            )
+
     def _g_param_groups(self) -> list[dict[str, Any]]:
-        # Batch-Instance gates get their own group without weight decay (Nam & Kim); the base lr applies for now.
-        gates = {id(p) for p in gate_parameters(self.G)}
-        rest = [p for p in self.G.parameters() if id(p) not in gates]
+        # Batch-Instance gates get their own group: lr times gate_lr_multiplier and no weight decay (Nam & Kim).
+        gates = list(gate_parameters(self.G))
+        gate_ids = {id(p) for p in gates}
+        rest = [p for p in self.G.parameters() if id(p) not in gate_ids]
         groups: list[dict[str, Any]] = [{"params": rest, "lr": self.cfg.train.g_lr}]
         if gates:
-            groups.append({"params": list(gate_parameters(self.G)), "lr": self.cfg.train.g_lr, "weight_decay": 0.0})
+            lr = self.cfg.train.g_lr * self.cfg.train.gate_lr_multiplier
+            groups.append({"params": gates, "lr": lr, "weight_decay": 0.0})
         return groups
 
     def _lr_factor(self, step: int) -> float:
@@ -213,6 +229,8 @@ class Trainer:
         x_real = batch[0].to(self.device, non_blocking=True)
         label_org = batch[1].to(self.device, non_blocking=True)
         label_trg = self.random_targets(label_org)
+        for net in (self.G, self.D):
+            set_norm_step(net, self.step)  # Batch Renorm's clipping schedule follows the training step
         self.last.d = self.d_step(x_real, label_org, label_trg)
         if (self.step + 1) % self.cfg.train.n_critic == 0:
             self.last.g = self.g_step(x_real, label_org, label_trg)

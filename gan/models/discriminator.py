@@ -2,31 +2,48 @@
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from gan.config import DiscriminatorConfig
+from gan.models.blocks import NormFactory
+from gan.norms import make_norm
 from gan.spectral import apply_spectral_norm
 
 
 class Discriminator(nn.Module):
     """D(x) -> (source logits (B, 1, h, w), domain logits (B, num_domains)).
 
+    Without ``norm_layer`` this is exactly StarGAN's D (no normalization).
+
     ``repeat_num`` stride-2 4x4 convs with LeakyReLU(0.01), widths doubling from ``conv_dim``; then a 3x3 conv to one
     channel (a patch map of real/fake scores) and a conv spanning the remaining map to the domain logits. Layers are
     named ``conv1``..``convN``, ``src`` and ``cls`` so that monitoring tags read well.
     """
 
-    def __init__(self, image_size: int, num_domains: int, conv_dim: int = 64, repeat_num: int = 6) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        num_domains: int,
+        conv_dim: int = 64,
+        repeat_num: int = 6,
+        norm_layer: NormFactory | None = None,
+    ) -> None:
         super().__init__()
         if image_size % 2**repeat_num:
             raise ValueError(f"image_size {image_size} is not divisible by 2**repeat_num = {2**repeat_num}")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         in_dim, dim = 3, conv_dim
         for i in range(1, repeat_num + 1):
-            layers[f"conv{i}"] = nn.Conv2d(in_dim, dim, 4, 2, 1)
+            # A norm layer (when asked for) follows every conv but the first, as in pix2pix's PatchGAN; its shift
+            # makes the conv's bias redundant.
+            norm = norm_layer(dim) if norm_layer is not None and i > 1 else None
+            layers[f"conv{i}"] = nn.Conv2d(in_dim, dim, 4, 2, 1, bias=norm is None)
+            if norm is not None:
+                layers[f"norm{i}"] = norm
             layers[f"act{i}"] = nn.LeakyReLU(0.01)
             in_dim, dim = dim, dim * 2
         self.main = nn.Sequential(layers)
@@ -40,7 +57,8 @@ class Discriminator(nn.Module):
 
 def build_discriminator(cfg: DiscriminatorConfig, image_size: int, num_domains: int) -> Discriminator:
     """The discriminator described by ``cfg``, spectrally normalised on every conv when enabled."""
-    model = Discriminator(image_size, num_domains, cfg.conv_dim, cfg.repeat_num)
+    norm_layer = None if cfg.norm == "none" else functools.partial(make_norm, cfg.norm, **cfg.norm_options)
+    model = Discriminator(image_size, num_domains, cfg.conv_dim, cfg.repeat_num, norm_layer)
     if cfg.spectral_norm.enabled:
         apply_spectral_norm(model, n_power_iterations=cfg.spectral_norm.n_power_iterations, eps=cfg.spectral_norm.eps)
     return model
