@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -154,6 +155,8 @@ def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     from gan.writers import RunWriter
 
     device = pick_device(cfg.train.device)
+    if cfg.train.deterministic:
+        use_deterministic_kernels()
     data = build_data(cfg.data)
     if data.skipped:
         log.warning("skipped %d unreadable images (data.skip_bad_images)", data.skipped)
@@ -176,6 +179,15 @@ def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
         writer.close()
     _print_summary(trainer, hooks, run_dir)
     return 0
+
+
+def use_deterministic_kernels() -> None:
+    """Make GPU runs repeatable: deterministic cuDNN/cuBLAS kernels (CPU kernels here already are)."""
+    # cuBLAS reads this when its first handle is created, which has not happened yet in this process.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
 
 
 def _install_stop_handlers(trainer: Any) -> Callable[[], None]:

@@ -146,6 +146,7 @@ class TrainConfig:
     g_ema_decay: float = _opt(0.0, min=0.0, max=1.0)
     seed: int = _opt(0, min=0)
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    deterministic: bool = False
     progress: bool = True
 
 
@@ -399,12 +400,6 @@ def _check_consistency(cfg: Config, source: Callable[[str], str]) -> None:
     """Checks that involve more than one key or need a factory's signature."""
     from gan.norms import check_norm_options
 
-    for net in ("generator", "discriminator"):
-        net_cfg = getattr(cfg.model, net)
-        problem = check_norm_options(net_cfg.norm, net_cfg.norm_options)
-        if problem:
-            key = f"model.{net}.norm_options"
-            raise ConfigError(f"{source(key)}: {key}: {problem}")
     syn = cfg.data.synthetic
     if len(set(syn.domains)) != len(syn.domains) or len(syn.domains) < 2:
         key = "data.synthetic.domains"
@@ -416,6 +411,30 @@ def _check_consistency(cfg: Config, source: Callable[[str], str]) -> None:
         raise ConfigError(
             f"{source(key)}: {key}: {size} must be divisible by 4 and by 2**model.discriminator.repeat_num = {needed}"
         )
+    for net in ("generator", "discriminator"):
+        net_cfg = getattr(cfg.model, net)
+        problem = check_norm_options(net_cfg.norm, net_cfg.norm_options) or _model_build_problem(cfg, net)
+        if problem:
+            key = f"model.{net}.norm_options"
+            raise ConfigError(f"{source(key)}: {key}: {problem}")
+
+
+def _model_build_problem(cfg: Config, net: str) -> str | None:
+    """Build the network on the meta device (shapes only, no memory) to catch what depends on its widths, e.g. a
+    ``num_groups`` that does not divide some layer's channel count."""
+    import torch
+
+    from gan.models import build_discriminator, build_generator
+
+    try:
+        with torch.device("meta"):
+            if net == "generator":
+                build_generator(cfg.model.generator, num_domains=1)
+            else:
+                build_discriminator(cfg.model.discriminator, cfg.data.image_size, num_domains=1)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -73,6 +73,11 @@ def test_dump_round_trips(tmp_path):
         ("train: 5\n", "'train' is a section; expected a mapping"),
         ("model:\n  generator:\n    norm_options: {afine: true}\n", "norm 'instance' has no option 'afine'"),
         ("data:\n  image_size: 36\n", "data.image_size: 36 must be divisible"),
+        (
+            "model:\n  generator:\n    norm: group\n    norm_options: {num_groups: 48}\n",
+            "model.generator.norm_options:",
+        ),
+        ("model:\n  discriminator:\n    norm: batch\n    norm_options: {momentum: -1}\n", "momentum"),
         ("- a\n- b\n", "the top level must be a mapping"),
         ("train: [\n", "not valid YAML"),
     ],

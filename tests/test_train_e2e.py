@@ -52,9 +52,20 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return {**{f"G.{k}": v for k, v in state["G"].items()}, **{f"D.{k}": v for k, v in state["D"].items()}}
 
 
-def test_resume_continues_exactly(tiny_config, tmp_path):
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")]),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_resume_continues_exactly(tiny_config, tmp_path, device, request):
+    # On CUDA, cuDNN's default kernels are not deterministic; train.deterministic makes them so (process-wide,
+    # hence switched back off after the test).
+    request.addfinalizer(lambda: torch.use_deterministic_algorithms(False))
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert train_main(["--config", str(tiny_config), "--run-dir", str(straight)]) == 0
+    options = ["--set", f"train.device={device}", "--set", f"train.deterministic={device == 'cuda'}"]
+    assert train_main(["--config", str(tiny_config), "--run-dir", str(straight), *options]) == 0
     # An interrupted twin of that run: it logged up to step 6 but only the step-3 checkpoint survived.
     shutil.copytree(straight, split)
     (split / "checkpoints" / "last.pt").unlink()
