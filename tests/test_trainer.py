@@ -112,3 +112,61 @@ def test_grid_targets():
     names = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male"]
     targets = [t.tolist()[0] for t in grid_targets(multi, names, True)]
     assert targets == [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1], [1, 0, 0, 0]]
+
+
+def test_batch_renorm_gets_the_training_step(tiny):
+    t = _trainer(tiny, "model.generator.norm=batch_renorm", "model.discriminator.norm=batch_renorm", "loss.lambda_gp=0")
+    loader = iter(t.make_loader())
+    for _ in range(3):
+        t.train_step(next(loader))
+    steps = [int(m.step) for net in (t.G, t.D) for m in net.modules() if hasattr(m, "current_clip")]
+    assert steps and set(steps) == {2}  # set before each step: the third step is step 2
+
+
+def test_gate_learning_rate_multiplier(tiny):
+    t = _trainer(tiny, "model.generator.norm=batch_instance", "train.gate_lr_multiplier=7.0", "train.g_lr=2e-4")
+    base, gates = t.opt_G.param_groups
+    assert base["lr"] == pytest.approx(2e-4) and gates["lr"] == pytest.approx(1.4e-3)
+
+
+def test_sync_batchnorm_flag_reaches_every_batch_statistics_layer(tiny):
+    t = _trainer(tiny, "model.generator.norm=switchable", "model.discriminator.norm=batch", "model.sync_batchnorm=true")
+    flags = [m.sync_stats for net in (t.G, t.D) for m in net.modules() if hasattr(m, "sync_stats")]
+    assert flags and all(flags)
+    assert not any(
+        m.sync_stats for m in _trainer(tiny, "model.generator.norm=batch").G.modules() if hasattr(m, "sync_stats")
+    )
+
+
+def test_batch_statistics_in_d_with_a_penalty_warns(tiny, caplog):
+    with caplog.at_level("WARNING", logger="gan"):
+        _trainer(tiny, "model.discriminator.norm=batch")
+    assert "per-sample gradient penalty" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gan"):
+        _trainer(tiny, "model.discriminator.norm=layer")
+        _trainer(tiny, "model.discriminator.norm=batch", "loss.lambda_gp=0")
+    assert "per-sample" not in caplog.text
+
+
+def test_norms_hook_logs_switch_weights_and_rho(tiny):
+    from gan.hooks import NormsHook
+
+    writer = _NullWriter()
+    NormsHook(writer, 1).after_step(_trainer(tiny, "model.generator.norm=switchable"))
+    assert "norm/G/1/switch_weights/in" in writer.scalar_tags and "norm/G/1/switch_var_weights/bn" in writer.scalar_tags
+    writer = _NullWriter()
+    NormsHook(writer, 1).after_step(_trainer(tiny, "model.generator.norm=batch_instance"))
+    assert writer.scalar_tags == {"norm/G/rho_mean"}
+
+
+@pytest.mark.parametrize(
+    "norm", ["batch", "layer", "instance", "group", "batch_renorm", "switchable", "batch_instance", "none"]
+)
+def test_every_norm_trains_in_g_and_d(tiny, norm):
+    options = ["model.generator.norm_options={num_groups: 2}"] if norm == "group" else []
+    d_options = ["model.discriminator.norm_options={num_groups: 2}"] if norm == "group" else []
+    t = _trainer(tiny, f"model.generator.norm={norm}", f"model.discriminator.norm={norm}", "train.n_critic=1",
+                 *options, *d_options)  # fmt: skip
+    t.train_step(next(iter(t.make_loader())))
+    assert not bool(t.nonfinite)
