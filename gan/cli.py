@@ -59,7 +59,13 @@ def _find_resume(spec: str | None, run_dir: Path | None) -> Path | None:
     if spec is None:
         return None
     if spec != "auto":
-        return Path(spec)
+        path = Path(spec)
+        if path.is_dir():  # a run folder or its checkpoints folder: its newest checkpoint
+            found = latest(path / "checkpoints") or latest(path)
+            if found is None:
+                raise CheckpointError(f"{path}: no checkpoint in this folder")
+            return found
+        return path
     if run_dir is not None:
         return latest(run_dir / "checkpoints")
     candidates = [c for d in Path("runs").glob("*") if (c := latest(d / "checkpoints")) is not None]
@@ -138,7 +144,7 @@ def _main_train(argv: list[str]) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_text(dump_config(cfg), run_dir / "config.yaml")
     _setup_logging(run_dir)
-    return _train(cfg, run_dir, state)
+    return _train(cfg, run_dir, state, resume)
 
 
 def atomic_save_text(text: str, path: Path) -> None:
@@ -148,7 +154,7 @@ def atomic_save_text(text: str, path: Path) -> None:
     tmp.replace(path)
 
 
-def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
+def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None, resume: Path | None = None) -> int:
     from gan.data import build_data
     from gan.hooks import build_hooks
     from gan.trainer import NonFiniteLossError, Trainer
@@ -165,8 +171,7 @@ def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
     hooks = build_hooks(cfg, writer, run_dir, has_paired=data.paired is not None)
     trainer = Trainer(cfg, data, device, hooks)
     if state is not None:
-        trainer.load_state_dict(state)
-        log.info("resumed at step %d", trainer.step)
+        _restore(trainer, state, resume)
     print(f"run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})", file=sys.stderr)
     restore = _install_stop_handlers(trainer)
     try:
@@ -179,6 +184,21 @@ def _train(cfg: Config, run_dir: Path, state: dict[str, Any] | None) -> int:
         writer.close()
     _print_summary(trainer, hooks, run_dir)
     return 0
+
+
+def _restore(trainer: Any, state: dict[str, Any], path: Path | None) -> None:
+    """Load a checkpoint into a freshly built trainer; a mismatch is a CheckpointError naming the file."""
+    if list(state.get("domains", [])) != list(trainer.data.domains):
+        raise CheckpointError(
+            f"{path}: the checkpoint was trained on domains {state.get('domains')}, the data now has "
+            f"{trainer.data.domains}; start a new run instead"
+        )
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: does not fit this model ({reason[:200]})") from None
+    log.info("resumed at step %d from %s", trainer.step, path)
 
 
 def use_deterministic_kernels() -> None:

@@ -104,6 +104,18 @@ def test_a_used_run_dir_is_not_overwritten_without_resume(tiny_config, tmp_path,
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before
 
 
+def test_resume_from_a_run_folder_and_changed_domains(tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(["--config", str(tiny_config), "--run-dir", str(run), "--set", "train.steps=3"]) == 0
+    assert train_main(["--resume", str(run), "--set", "train.steps=4"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+    code = train_main(["--resume", str(run), "--set", "train.steps=5",
+                       "--set", "data.synthetic.domains=[palette, outline, night]"])  # fmt: skip
+    assert code == 2 and "was trained on domains ['palette', 'outline', 'texture']" in capsys.readouterr().err
+    assert train_main(["--resume", str(tmp_path)]) == 2
+    assert "no checkpoint in this folder" in capsys.readouterr().err
+
+
 def test_resume_may_extend_training(tiny_config, tmp_path):
     run = tmp_path / "run"
     assert train_main(["--config", str(tiny_config), "--run-dir", str(run), "--set", "train.steps=3"]) == 0
