@@ -103,6 +103,7 @@ class SpectralNormConfig:
     enabled: bool = True
     n_power_iterations: int = _opt(1, min=1)
     eps: float = _opt(1e-12, min=0.0)
+    update: str = _opt("step", choices=("step", "forward"))
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,13 @@ class SigmaHook:
 
 
 @dataclass(frozen=True)
+class LipschitzHook:
+    every: int = _opt(500, min=1)
+    num_images: int = _opt(16, min=1)
+    jacobian: bool = True
+
+
+@dataclass(frozen=True)
 class NormsHook:
     every: int = _opt(100, min=1)
 
@@ -194,6 +202,7 @@ class HooksConfig:
     scalars: ScalarsHook = field(default_factory=ScalarsHook)
     images: ImagesHook = field(default_factory=ImagesHook)
     sigma: SigmaHook = field(default_factory=SigmaHook)
+    lipschitz: LipschitzHook = field(default_factory=LipschitzHook)
     norms: NormsHook = field(default_factory=NormsHook)
     paired_l1: PairedL1Hook = field(default_factory=PairedL1Hook)
     checkpoint: CheckpointHook = field(default_factory=CheckpointHook)

@@ -115,12 +115,8 @@ class ImagesHook(Hook):
         self.labels: torch.Tensor | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        test = trainer.data.test
-        # Evenly spaced over the test set, so that the rows cover every domain (test sets are ordered by domain).
-        picks = torch.linspace(0, len(test) - 1, min(self.num_images, len(test))).round().long().unique()
-        items = [test[int(i)] for i in picks]
-        self.inputs = torch.stack([x for x, _ in items]).to(trainer.device)
-        self.labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(trainer.device)
+        # Evenly spaced over the test set, so that the rows cover every domain.
+        self.inputs, self.labels = held_out_batch(trainer, self.num_images)
         if trainer.step == 0:
             self.after_step(trainer)
 
@@ -155,6 +151,68 @@ class SigmaHook(Hook):
         tags = sigma_tags(trainer.D)
         if tags:
             self.writer.scalars(tags, trainer.step)
+
+
+# ---------------------------------------------------------------------------------------------------- lipschitz
+def lipschitz_layout(D: nn.Module) -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard custom-scalars layout: per D layer its SN sigma and operator norm on one chart; the network's
+    upper bound with the measured lower bounds on another."""
+    layers = [name.removeprefix("main.") for name, m in D.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    per_layer = {
+        layer: ["Multiline", [f"sigma/D/{layer}/sn_estimate", f"sigma/D/{layer}/operator"]] for layer in layers
+    }
+    bounds = ["Multiline", ["lipschitz/D/upper_bound", "lipschitz/D/grad_norm/.*", "lipschitz/D/jacobian_norm/.*"]]
+    return {
+        "Lipschitz bounds of D": {"upper bound vs measured lower bounds": bounds},
+        "Per-layer sigma of D": per_layer,
+    }
+
+
+class LipschitzHook(Hook):
+    """What spectral normalization really bounds (gan/lipschitz.py): per-layer operator norms next to SN's sigma,
+    the product upper bound for D, and lower bounds from input gradients on held-out reals, their translations and
+    interpolates. D runs in eval mode and the hook draws from its own random generator, so training state and
+    random streams are untouched."""
+
+    def __init__(self, writer: RunWriter, every: int, num_images: int, jacobian: bool) -> None:
+        self.writer, self.every, self.num_images, self.jacobian = writer, every, num_images, jacobian
+        self.monitor: Any = None
+        self.generator = torch.Generator()
+        self.reals: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        from gan.lipschitz import LipschitzMonitor
+
+        self.monitor = LipschitzMonitor()
+        self.generator.manual_seed(trainer.cfg.train.seed + 7919 * (trainer.step + 1))
+        self.reals, self.labels = held_out_batch(trainer, self.num_images)
+        self.writer.custom_scalars(lipschitz_layout(trainer.D))
+        if trainer.step == 0:
+            self.after_step(trainer)
+
+    def after_step(self, trainer: Trainer) -> None:
+        from gan.lipschitz import grad_norms, jacobian_norms
+
+        values = self.monitor.measure(trainer.D, trainer.cfg.data.image_size)
+        G = trainer.sample_generator()
+        order = torch.randperm(self.labels.size(0), generator=self.generator).to(self.labels.device)
+        with evaluating(G):
+            fake = G(self.reals, trainer.domain_vector(self.labels[order]))
+        values.update(grad_norms(trainer.D, self.reals, fake, self.generator))
+        if self.jacobian:
+            values.update(jacobian_norms(trainer.D, self.reals, fake, self.generator))
+        self.writer.scalars(values, trainer.step)
+
+
+def held_out_batch(trainer: Trainer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` test images evenly spaced over the test set (which is ordered by domain), with their labels."""
+    test = trainer.data.test
+    picks = torch.linspace(0, len(test) - 1, min(count, len(test))).round().long().unique()
+    items = [test[int(i)] for i in picks]
+    images = torch.stack([x for x, _ in items]).to(trainer.device)
+    labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(trainer.device)
+    return images, labels
 
 
 # -------------------------------------------------------------------------------------------------------- norms
@@ -329,6 +387,7 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
         ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
         ScalarsHook(writer, h.scalars.every),
         SigmaHook(writer, h.sigma.every),
+        LipschitzHook(writer, h.lipschitz.every, h.lipschitz.num_images, h.lipschitz.jacobian),
         NormsHook(writer, h.norms.every),
         ImagesHook(writer, h.images.every, h.images.num_images),
     ]

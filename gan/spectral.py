@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TypeVar
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "OperatorNormState",
     "apply_spectral_norm",
+    "circular_conv_operator_norm",
+    "dense_operator_matrix",
+    "get_power_iteration_mode",
     "has_spectral_norm",
+    "migrate_spectral_norm_state_dict",
+    "operator_norm",
+    "power_iteration_",
     "remove_spectral_norm",
+    "reshaped_sigma",
+    "set_power_iteration_mode",
     "sn_estimate",
     "spectral_norm",
     "spectral_norm_modules",
@@ -85,10 +98,14 @@ class _SpectralNormHook:
     copy it trivially. Its type also marks a module as carrying our spectral norm.
     """
 
+    # Class-level default so hooks pickled before the mode switch existed load in "forward" mode.
+    iterate_in_forward: bool = True
+
     def __init__(self, dim: int, n_power_iterations: int, eps: float) -> None:
         self.dim = dim
         self.n_power_iterations = n_power_iterations
         self.eps = eps
+        self.iterate_in_forward = True
 
     def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
         """The normalised weight, differentiable w.r.t. ``weight_orig`` (through W and through sigma)."""
@@ -106,7 +123,8 @@ class _SpectralNormHook:
         return weight / sigma
 
     def __call__(self, module: nn.Module, args: tuple[object, ...]) -> None:
-        setattr(module, _NAME, self.compute_weight(module, do_power_iteration=module.training))
+        do_power_iteration = module.training and self.iterate_in_forward
+        setattr(module, _NAME, self.compute_weight(module, do_power_iteration=do_power_iteration))
 
 
 def _release_graph_weight(module: nn.Module, args: tuple[object, ...], output: object) -> None:
@@ -186,7 +204,9 @@ def spectral_norm(module: M, n_power_iterations: int = 1, eps: float = 1e-12, di
     eval mode iterates nothing and takes sigma from the stored u, v, so eval forwards are deterministic. Hence a step
     that calls D on real, fake and interpolates iterates three times, monitoring forwards belong in eval mode (a
     training-mode forward advances u even under no_grad), and gradcheck must run in eval mode. Each forward uses
-    clones of u and v so that two forwards before one backward work (pytorch#12671, #13350).
+    clones of u and v so that two forwards before one backward work (pytorch#12671, #13350). That is the default
+    "forward" mode; :func:`set_power_iteration_mode` (``"manual"``) plus :func:`power_iteration_` give exactly one
+    update per optimizer step instead, and one W_SN for all forwards of the step.
 
     Precision. The iteration and sigma run in float32 (float64 for float64 weights) with autocast disabled: fp16
     underflows eps (pytorch#61954) and bf16 keeps 8 mantissa bits. W_SN keeps the weight's dtype. u and v are
@@ -199,7 +219,9 @@ def spectral_norm(module: M, n_power_iterations: int = 1, eps: float = 1e-12, di
 
     State and ``module.weight``. The weight Parameter (the same object, so an existing optimizer keeps working) is
     renamed ``weight_orig``; persistent buffers ``weight_u``, ``weight_v``: the layout of
-    ``torch.nn.utils.spectral_norm``, so state dicts load both ways. ``module.weight`` becomes a plain attribute
+    ``torch.nn.utils.spectral_norm``, so state dicts load both ways. State dicts of
+    ``torch.nn.utils.parametrizations.spectral_norm`` load too: a load_state_dict pre-hook renames their keys (see
+    :func:`migrate_spectral_norm_state_dict`). ``module.weight`` becomes a plain attribute
     that a forward pre-hook recomputes; after each forward a forward hook replaces it by a detached snapshot, so the
     module holds no graph between forwards and ``copy.deepcopy`` works before and after a forward. Code that reads
     ``module.weight`` without calling the module's forward (e.g. ``nn.MultiheadAttention.out_proj``) sees that
@@ -225,6 +247,7 @@ def spectral_norm(module: M, n_power_iterations: int = 1, eps: float = 1e-12, di
         setattr(module, _NAME, hook.compute_weight(module, do_power_iteration=False))
     module.register_forward_pre_hook(hook)
     module.register_forward_hook(_release_graph_weight, always_call=True)
+    module.register_load_state_dict_pre_hook(_migrate_on_load)
     return module
 
 
@@ -246,6 +269,9 @@ def remove_spectral_norm(module: M) -> M:
         if post_hook is _release_graph_weight:
             del module._forward_hooks[key]
             module._forward_hooks_always_called.pop(key, None)
+    for key, load_hook in list(module._load_state_dict_pre_hooks.items()):
+        if getattr(load_hook, "hook", None) is _migrate_on_load:
+            del module._load_state_dict_pre_hooks[key]
     for name in (_ORIG, _U, _V, _NAME):
         delattr(module, name)
     module.register_parameter(_NAME, nn.Parameter(weight, requires_grad=requires_grad))
@@ -279,3 +305,294 @@ def apply_spectral_norm(model: M, n_power_iterations: int = 1, eps: float = 1e-1
         if isinstance(module, _SUPPORTED) and id(module) not in skipped and not has_spectral_norm(module):
             spectral_norm(module, n_power_iterations=n_power_iterations, eps=eps)
     return model
+
+
+# --- when u, v advance: per forward (torch-like) or once per optimizer step ---------------------------------------
+
+_MODES = ("forward", "manual")
+
+
+def set_power_iteration_mode(model: nn.Module, mode: str) -> int:
+    """Choose when every SN layer of ``model`` advances u, v; returns the number of SN layers switched.
+
+    ``"forward"`` (the default, as torch): every training-mode forward runs ``n_power_iterations``. A WGAN-GP step
+    that calls D on real, fake and interpolates then iterates three times and each call divides by a different sigma.
+    ``"manual"``: training forwards iterate nothing and take sigma from the stored u, v, exactly like eval forwards
+    (the gradient formula is unchanged: u, v are constants either way); call :func:`power_iteration_` once per
+    optimizer step. Every forward of a step then sees the same W_SN, so the real, fake and penalty terms agree, and
+    u, v change only at a point the trainer chooses. Under DDP that point comes after the gradient all-reduce, where
+    every rank holds the same W, so the deterministic iteration keeps u, v identical without broadcasting buffers.
+
+    DDP. With manual mode, ``broadcast_buffers=False`` is safe: DDP syncs parameters and buffers once at construction,
+    the optimizer applies the same all-reduced gradient on every rank, so W, u and v stay bitwise equal (tested on two
+    gloo ranks). The default ``broadcast_buffers=True`` re-broadcasts rank 0's buffers in place at every forward;
+    pytorch#22095 is the in-place error this causes when a forward saved a buffer for backward and D is called twice
+    before backward. This file's SN (like both torch SNs) saves clones of u, v, so with torch 2.14 the real, fake and
+    interpolate forwards of a WGAN-GP step ran without that error under the default too (checked on two gloo ranks);
+    the broadcast is still a wasted collective per forward, and in forward mode each forward iterates again.
+    Raises ValueError for an unknown mode.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"power iteration mode must be one of {_MODES}, got {mode!r}")
+    layers = spectral_norm_modules(model)
+    for _, module in layers:
+        _require_hook(module).iterate_in_forward = mode == "forward"
+    return len(layers)
+
+
+def get_power_iteration_mode(module: nn.Module) -> str:
+    """The power iteration mode of one SN layer; raises ValueError if it carries no spectral norm."""
+    return "forward" if _require_hook(module).iterate_in_forward else "manual"
+
+
+def power_iteration_(model: nn.Module) -> int:
+    """Advance u, v of every SN layer of ``model`` by its ``n_power_iterations``, in either mode and train/eval state.
+
+    Meant for "manual" mode: call it once per optimizer step, e.g. after ``backward`` and before ``optimizer.step``
+    (in-place buffer writes after backward cannot disturb a graph, and each forward kept clones of u, v anyway).
+    It also refreshes the detached ``module.weight`` snapshot. Returns the number of SN layers advanced.
+    """
+    layers = spectral_norm_modules(model)
+    for _, module in layers:
+        hook = _require_hook(module)
+        weight_mat = _weight_matrix(getattr(module, _ORIG).detach(), hook.dim)
+        _power_iteration(weight_mat, getattr(module, _U), getattr(module, _V), hook.n_power_iterations, hook.eps)
+        with torch.no_grad():
+            setattr(module, _NAME, hook.compute_weight(module, do_power_iteration=False))
+    return len(layers)
+
+
+# --- state dicts of torch.nn.utils.parametrizations.spectral_norm ----------------------------------------------------
+
+# torch's parametrization keys (after a module prefix) and ours. Its eval weight is W / (u^T W_mat v) with its own
+# u, v, and so is ours, so the buffers map one to one. Its training step runs u = normalize(W v) then
+# v = normalize(W^T u), so a stored pair satisfies v = normalize(W^T u); our next step recomputes that same v first and
+# then u = normalize(W v), which is the u torch would compute next: training continues on the same sequence.
+_PARAMETRIZATION_KEYS = {
+    "parametrizations.weight.original": _ORIG,
+    "parametrizations.weight.0._u": _U,
+    "parametrizations.weight.0._v": _V,
+}
+
+
+def migrate_spectral_norm_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``state_dict`` with torch parametrization SN keys renamed to this file's (legacy torch) layout.
+
+    ``<prefix>parametrizations.weight.original`` becomes ``<prefix>weight_orig`` and ``...weight.0._u`` / ``._v``
+    become ``weight_u`` / ``weight_v``, at any depth, so whole-model state dicts migrate. Other keys are kept, in
+    order; the ``_metadata`` attribute is copied. Layers loaded through ``load_state_dict`` migrate by themselves (a
+    pre-hook registered by :func:`spectral_norm`); this function is for code that inspects or stores the dict.
+    """
+    migrated: dict[str, Any] = OrderedDict()
+    for key, value in state_dict.items():
+        migrated[_migrated_key(key)] = value
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        migrated._metadata = metadata  # type: ignore[attr-defined]
+    return migrated
+
+
+def _migrated_key(key: str) -> str:
+    for old, new in _PARAMETRIZATION_KEYS.items():
+        if key == old or key.endswith("." + old):
+            return key[: len(key) - len(old)] + new
+    return key
+
+
+def _migrate_on_load(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    local_metadata: dict[str, Any],
+    strict: bool,
+    missing_keys: list[str],
+    unexpected_keys: list[str],
+    error_msgs: list[str],
+) -> None:
+    """Load state-dict pre-hook: rename this layer's parametrization keys in the (already copied) dict in place."""
+    for old, new in _PARAMETRIZATION_KEYS.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
+# --- exact operator norms (monitoring, Lipschitz bounds, test ground truth) ------------------------------------------
+
+# Column limit of dense_operator_matrix: the matrix has prod(input_shape) columns and is only for small test layers.
+_DENSE_MAX_COLUMNS = 1 << 14
+
+_CONV_TRANSPOSE_FN = {
+    nn.ConvTranspose1d: F.conv_transpose1d,
+    nn.ConvTranspose2d: F.conv_transpose2d,
+    nn.ConvTranspose3d: F.conv_transpose3d,
+}
+
+
+@dataclass
+class OperatorNormState:
+    """Warm-start state of :func:`operator_norm`, kept between calls so that periodic monitoring stays cheap."""
+
+    x: torch.Tensor | None = None  # last right singular vector estimate, shape (1, *input_shape)
+    sigma: float = 0.0
+    iterations: int = 0  # total iterations run so far
+
+
+def _effective_weight(layer: nn.Module) -> torch.Tensor:
+    """The weight the layer's forward uses in eval mode, detached: W / sigma(stored u, v) for our SN, else ``weight``.
+
+    compute_weight without iteration reads the buffers and writes nothing, so monitoring never moves u, v.
+    """
+    hook = _find_hook(layer)
+    with torch.no_grad():
+        if hook is not None:
+            return hook.compute_weight(layer, do_power_iteration=False).detach()
+        weight = getattr(layer, _NAME, None)
+        if not isinstance(weight, torch.Tensor):
+            raise ValueError(f"this {type(layer).__name__} has no weight tensor")
+        return weight.detach()
+
+
+def _linear_map(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The bias-free linear map x -> A x of ``layer`` (batched input), in the work dtype of its weight."""
+    if not isinstance(layer, _SUPPORTED):
+        raise ValueError(f"operator norms support Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
+    weight = _effective_weight(layer)
+    weight = weight.to(_work_dtype(weight.dtype))
+    if isinstance(layer, nn.Linear):
+        return lambda x: F.linear(x, weight)
+    if isinstance(layer, _CONV_TRANSPOSE):
+        transpose_fn = _CONV_TRANSPOSE_FN[type(layer)]
+        return lambda x: transpose_fn(
+            x, weight, None, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation
+        )
+    # _conv_forward applies the layer's padding_mode (reflect, replicate, circular) exactly as its forward does.
+    return lambda x: layer._conv_forward(x, weight, None)
+
+
+def _adjoint_product(
+    apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A x, A^T A x) by one forward and one vector-Jacobian product: autograd's adjoint is exact for every padding."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        y = apply(x)
+        (ata_x,) = torch.autograd.grad(y, x, grad_outputs=y.detach())
+    return y.detach(), ata_x
+
+
+def _initial_vector(weight: torch.Tensor, shape: tuple[int, ...], state: OperatorNormState | None) -> torch.Tensor:
+    """The warm-start vector from ``state`` when its shape fits, else a fixed-seed Gaussian (global RNG untouched)."""
+    dtype = _work_dtype(weight.dtype)
+    if state is not None and state.x is not None and tuple(state.x.shape) == shape:
+        return state.x.to(device=weight.device, dtype=dtype)
+    gen = torch.Generator(device=weight.device).manual_seed(0)
+    return torch.randn(shape, generator=gen, device=weight.device, dtype=dtype)
+
+
+def _power_iterate(
+    apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_iterations: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Power iteration on A^T A from ``x``; returns (last unit x, sigma = ||A x_prev||, iterations run)."""
+    x = x / x.norm()
+    sigma = x.new_zeros(())
+    done = 0
+    while done < n_iterations:
+        done += 1
+        y, ata_x = _adjoint_product(apply, x)
+        previous, sigma = sigma, y.norm()  # x has unit norm, so this is the Rayleigh quotient's square root
+        norm = ata_x.norm()
+        if norm == 0:  # x lies in the kernel (or A = 0): nothing to iterate on, and sigma = 0 is exact for this x
+            break
+        x = ata_x / norm
+        if (sigma - previous).abs() <= tol * sigma:
+            break
+    return x, sigma, done
+
+
+def operator_norm(
+    layer: nn.Module,
+    input_shape: tuple[int, ...],
+    n_iterations: int = 50,
+    tol: float = 1e-6,
+    state: OperatorNormState | None = None,
+) -> torch.Tensor:
+    """Power-iteration estimate of the l2 operator norm of ``layer``'s linear part on inputs of ``input_shape``.
+
+    ``input_shape`` excludes the batch dimension: (features,) or (C, H, W). Stride, padding, dilation, groups,
+    output_padding and padding_mode all enter through the layer's own functional op, and the adjoint comes from
+    autograd, so it is exact. The bias is excluded (it does not change the Lipschitz constant). For our SN layers the
+    normalised eval weight W / (u^T W_mat v) is used; u, v, the layer's mode and the global RNG are left untouched.
+
+    Iteration: ``x <- A^T A x / ||A^T A x||`` and ``sigma = ||A x|| / ||x||``, until the relative change of sigma is
+    below ``tol`` or after ``n_iterations``. sigma is a Rayleigh-quotient lower bound that increases towards the true
+    norm from below; clustered top singular values (typical for convs) make the last digits slow (reference notes
+    section 7.2). Measured on 13 small Linear/Conv2d/ConvTranspose2d layers x 3 seeds (tests/test_operator_norm.py):
+    0.99 of the true norm within 44 iterations (typically 4-27), so the default 50 gives about 1 %; tight agreement
+    needs many more. Warm-starts from ``state.x`` when its shape matches and updates ``state``: a warm call on an
+    unchanged layer stops after 2 iterations.
+
+    Returns a detached 0-d tensor: float64 for a float64 weight, else float32.
+    """
+    if n_iterations < 1:
+        raise ValueError(f"n_iterations must be >= 1, got {n_iterations!r}")
+    apply = _linear_map(layer)
+    weight = _effective_weight(layer)
+    x = _initial_vector(weight, (1, *input_shape), state)
+    with torch.no_grad(), _autocast_off(weight.device.type):
+        x, sigma, done = _power_iterate(apply, x, n_iterations, tol)
+    if state is not None:
+        state.x, state.sigma, state.iterations = x.detach(), float(sigma), state.iterations + done
+    return sigma.detach().to(torch.float64 if weight.dtype == torch.float64 else torch.float32)
+
+
+def circular_conv_operator_norm(weight: torch.Tensor, input_hw: tuple[int, int], groups: int = 1) -> torch.Tensor:
+    """Exact l2 norm of a stride-1, circularly padded 2-d conv on an H x W input (Sedghi, Gupta, Long, ICLR 2019).
+
+    The conv is block doubly circulant, so its singular values are those of the (out x in) matrices
+    P(w) = fft2(weight, s=(H, W))[:, :, p, q] over all frequencies; the norm is their largest. Cross-correlation and
+    the padding offset only conjugate or phase-shift P(w), which leaves the singular values unchanged.
+    ``weight`` has the Conv2d layout (out, in, kh, kw); pass an SN layer's normalised weight for W_SN.
+    Raises ValueError for groups != 1, a non-4-d weight, or an input smaller than the kernel (fft2 would truncate the
+    kernel instead of wrapping it).
+    """
+    if groups != 1:
+        raise ValueError(f"circular_conv_operator_norm supports groups=1 only, got groups={groups}")
+    if weight.ndim != 4:
+        raise ValueError(f"expected a 4-d Conv2d weight (out, in, kh, kw), got shape {tuple(weight.shape)}")
+    height, width = input_hw
+    if height < weight.shape[2] or width < weight.shape[3]:
+        raise ValueError(f"input {input_hw} is smaller than the kernel {tuple(weight.shape[2:])}")
+    weight = weight.detach().to(_work_dtype(weight.dtype))
+    transfer = torch.fft.fft2(weight, s=(height, width))  # (out, in, H, W), complex
+    return torch.linalg.svdvals(transfer.permute(2, 3, 0, 1)).max()
+
+
+def dense_operator_matrix(layer: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """The dense (out_numel x in_numel) matrix of ``layer``'s bias-free linear map, for tests and ground truth only.
+
+    Built by applying the map to every standard basis input, so memory grows as in_numel * out_numel; raises
+    ValueError beyond 2**14 input elements. Uses the same weight as :func:`operator_norm` (normalised for SN).
+    """
+    columns = math.prod(input_shape)
+    if columns > _DENSE_MAX_COLUMNS:
+        raise ValueError(
+            f"dense_operator_matrix is for small test layers: {columns} input elements exceed {_DENSE_MAX_COLUMNS}"
+        )
+    apply = _linear_map(layer)
+    weight = _effective_weight(layer)
+    basis = torch.eye(columns, device=weight.device, dtype=_work_dtype(weight.dtype)).reshape(columns, *input_shape)
+    with torch.no_grad(), _autocast_off(weight.device.type):
+        return apply(basis).reshape(columns, -1).T
+
+
+def reshaped_sigma(layer: nn.Module) -> torch.Tensor:
+    """Exact largest singular value of the SN reshape W_mat (what spectral norm estimates), detached.
+
+    Uses the normalised weight for our SN layers (so a converged SN layer gives 1) and the SN reshape convention
+    (dim 1 for ConvTranspose, else 0). This is not the conv's operator norm: see :func:`operator_norm`.
+    """
+    if not isinstance(layer, _SUPPORTED):
+        raise ValueError(f"reshaped_sigma supports Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
+    hook = _find_hook(layer)
+    dim = hook.dim if hook is not None else (1 if isinstance(layer, _CONV_TRANSPOSE) else 0)
+    weight = _effective_weight(layer)
+    return torch.linalg.matrix_norm(_weight_matrix(weight.to(_work_dtype(weight.dtype)), dim), 2)

@@ -24,6 +24,7 @@ from gan.data import DataBundle
 from gan.losses import ADVERSARIAL_LOSSES, classification_loss, gradient_penalty, r1_penalty, reconstruction_loss
 from gan.models import build_discriminator, build_generator
 from gan.norms import clamp_gates_, gate_parameters, set_norm_step, set_sync_batch_stats, uses_batch_statistics
+from gan.spectral import power_iteration_, set_power_iteration_mode
 
 if TYPE_CHECKING:
     from gan.hooks import Hook
@@ -80,6 +81,9 @@ class Trainer:
         random.seed(cfg.train.seed)
         self.G = build_generator(cfg.model.generator, self.num_domains).to(device)
         self.D = build_discriminator(cfg.model.discriminator, cfg.data.image_size, self.num_domains).to(device)
+        self.sn_per_step = cfg.model.discriminator.spectral_norm.update == "step"
+        if self.sn_per_step:
+            set_power_iteration_mode(self.D, "manual")
         if cfg.model.sync_batchnorm:
             for net in (self.G, self.D):
                 set_sync_batch_stats(net, True)
@@ -164,6 +168,8 @@ class Trainer:
     def d_step(self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor) -> dict[str, torch.Tensor]:
         """One critic update: adversarial + domain classification on reals + optional GP and R1."""
         cfg = self.cfg.loss
+        if self.sn_per_step:
+            power_iteration_(self.D)  # once per optimizer step; the forwards below all divide by the same sigma
         use_r1 = cfg.lambda_r1 > 0
         x_in = x_real.detach().requires_grad_(use_r1)
         out_real, cls_real = self.D(x_in)

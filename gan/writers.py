@@ -36,6 +36,10 @@ class RunWriter:
         """Log one (3, H, W) image with values in [0, 1]."""
         self.tb.add_image(tag, image.detach().float().cpu().clamp(0, 1), step)
 
+    def custom_scalars(self, layout: dict[str, dict[str, list[object]]]) -> None:
+        """Group tags into charts in TensorBoard's Custom Scalars dashboard ({category: {title: [kind, tags]}})."""
+        self.tb.add_custom_scalars(layout)
+
     def flush(self) -> None:
         self.tb.flush()
         self._jsonl.flush()

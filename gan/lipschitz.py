@@ -1,0 +1,410 @@
+"""Lipschitz measurements of the discriminator: per-layer sigmas, a certified upper bound and empirical lower bounds."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gan.norms import BatchInstanceNorm2d, BatchRenorm2d
+from gan.spectral import (
+    OperatorNormState,
+    _effective_weight,  # the eval-mode weight W / sigma(u, v) that SN layers use; shared so both sides agree
+    has_spectral_norm,
+    operator_norm,
+    sn_estimate,
+)
+
+__all__ = [
+    "LipschitzMonitor",
+    "adversarial_path",
+    "grad_norms",
+    "input_gradient_norms",
+    "jacobian_norms",
+    "jacobian_spectral_norm",
+    "layer_input_shapes",
+    "layer_upper_bound",
+    "summed_map_norm",
+]
+
+_logger = logging.getLogger(__name__)
+
+# Relative slack for floating-point error in the certified per-layer norms (FFT + SVD are backward stable: their
+# error is a small multiple of n * machine epsilon * ||A||, far below these margins for layers of any practical size).
+_SLACK = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+_UNIT_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Tanh, nn.Hardtanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Softsign)
+
+
+# ------------------------------------------------------------------------------------------------ the path
+def adversarial_path(D: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers from the input to the adversarial output, in order: ``D.main``'s children, then ``D.src``.
+
+    Names are those of the monitoring tags ("conv1", "norm2", "act2", ..., "src"); the ``cls`` head is not on it.
+    """
+    return [*D.main.named_children(), ("src", D.src)]
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, then every submodule's own mode back (a mixed-mode model stays mixed).
+
+    Eval keeps SN's u, v and the norm layers' running statistics fixed and makes samples independent.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _first_parameter(model: nn.Module) -> Tensor:
+    return next(model.parameters())
+
+
+def layer_input_shapes(D: nn.Module, image_size: int) -> dict[str, tuple[int, ...]]:
+    """The input shape (C, H, W), without batch, of every layer on :func:`adversarial_path` for square images.
+
+    Found by one forward of a single zero image through the path in eval mode under no_grad, which updates no
+    buffer and draws no random number.
+    """
+    path = adversarial_path(D)
+    channels = getattr(path[0][1], "in_channels", 3)
+    param = _first_parameter(D)
+    h = torch.zeros(1, channels, image_size, image_size, device=param.device, dtype=param.dtype)
+    shapes: dict[str, tuple[int, ...]] = {}
+    with _eval_mode(D), torch.no_grad():
+        for name, layer in path:
+            shapes[name] = tuple(h.shape[1:])
+            h = layer(h)
+    return shapes
+
+
+# ------------------------------------------------------------------------------------- per-layer bounds
+def _certify_dtype(device: torch.device) -> torch.dtype:
+    # MPS has no float64; elsewhere the certificate is computed in float64 so its slack can be tiny.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _polyphase(weight: Tensor, stride: tuple[int, int]) -> Tensor:
+    """The stride-1 kernel (out, in * sh * sw, ceil(kh / sh), ceil(kw / sw)) of a strided conv on space-to-depth input.
+
+    With tap u = s * m + a, y[i] = sum_a sum_m K[s m + a] x[s (i + m) + a]: a stride-1 conv of the phases
+    x_a[j] = x[s j + a] (a permutation of x) with kernels K_a[m] = K[s m + a]; the kernel is zero-padded to a
+    multiple of the stride first.
+    """
+    (sh, sw), (kh, kw) = stride, weight.shape[2:]
+    mh, mw = -(-kh // sh), -(-kw // sw)
+    weight = F.pad(weight, (0, mw * sw - kw, 0, mh * sh - kh))
+    out_c, in_c = weight.shape[:2]
+    phases = weight.reshape(out_c, in_c, mh, sh, mw, sw).permute(0, 1, 3, 5, 2, 4)
+    return phases.reshape(out_c, in_c * sh * sw, mh, mw)
+
+
+def _circular_norm(weight: Tensor, grid: tuple[int, int]) -> Tensor:
+    """Exact norm of the stride-1 circular conv with ``weight`` on ``grid`` (as ``circular_conv_operator_norm``).
+
+    It is the largest singular value of the transfer matrices P(w) over all frequencies (Sedghi et al. 2019), but
+    cheaper for wide layers: a real kernel has P(-w) = conj(P(w)), so rfft2's half of the frequencies suffices, and
+    sigma_max(P)^2 is the top eigenvalue of the smaller Gram matrix (batched eigvalsh is far cheaper than batched
+    SVD: 22 s instead of ~460 s for the 128 px D on a 2-core CPU; in float64 its error relative to sigma_max^2 is
+    ~1e-13, well inside the slack).
+    """
+    transfer = torch.fft.rfft2(weight, s=grid).permute(2, 3, 0, 1)  # (H, W // 2 + 1, out, in)
+    gram = transfer @ transfer.mH if transfer.shape[-2] <= transfer.shape[-1] else transfer.mH @ transfer
+    return torch.linalg.eigvalsh(gram)[..., -1].max().clamp(min=0).sqrt()
+
+
+def _conv2d_bound(layer: nn.Conv2d, input_shape: tuple[int, ...]) -> float:
+    """Certified norm bound of a zero-padded Conv2d: the exact norm of a circular conv on the padded grid.
+
+    The zero-padded conv is E (embed x into the zero-padded grid, rounded up to a multiple of the stride; an
+    isometry), then the strided circular conv C on that grid (no kept output window wraps around), then a selection
+    of outputs (norm <= 1). So its norm is at most ||C||. C is a stride-1 circular conv of the space-to-depth input
+    (:func:`_polyphase`), whose norm the FFT gives exactly (Sedghi et al. 2019). Dilation is folded into a
+    zero-inserted kernel; groups, being block-diagonal, contribute the largest group's norm.
+    """
+    weight = _effective_weight(layer)
+    weight = weight.to(_certify_dtype(weight.device))
+    dh, dw = layer.dilation
+    if (dh, dw) != (1, 1):
+        out_c, in_c, kh, kw = weight.shape
+        dilated = weight.new_zeros(out_c, in_c, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        dilated[:, :, ::dh, ::dw] = weight
+        weight = dilated
+    kernel = weight.shape[2:]
+    if isinstance(layer.padding, str):  # "valid" or "same": the padded grid is the input plus the total padding
+        pad = (0, 0) if layer.padding == "valid" else (kernel[0] - 1, kernel[1] - 1)
+    else:
+        pad = (2 * layer.padding[0], 2 * layer.padding[1])
+    (sh, sw) = layer.stride
+    grid = (-(-(input_shape[1] + pad[0]) // sh), -(-(input_shape[2] + pad[1]) // sw))
+    per_group = weight.shape[0] // layer.groups
+    norms = []
+    for g in range(layer.groups):
+        phases = _polyphase(weight[g * per_group : (g + 1) * per_group], (sh, sw))
+        norms.append(_circular_norm(phases, grid))
+    return float(max(norms)) * (1 + _SLACK[weight.dtype])
+
+
+def _linear_bound(layer: nn.Linear) -> float:
+    weight = _effective_weight(layer)
+    weight = weight.to(_certify_dtype(weight.device))
+    return float(torch.linalg.matrix_norm(weight, 2)) * (1 + _SLACK[weight.dtype])
+
+
+def _activation_bound(layer: nn.Module) -> float | None:
+    """The global Lipschitz constant of an elementwise activation, or None when the layer is not one we know."""
+    if isinstance(layer, nn.LeakyReLU):
+        return max(1.0, abs(layer.negative_slope))  # slopes 1 and a: 1 for 0 <= a <= 1
+    if isinstance(layer, nn.ELU):
+        return max(1.0, layer.alpha)
+    if isinstance(layer, _UNIT_ACTIVATIONS):
+        return 1.0
+    if isinstance(layer, nn.Sigmoid):
+        return 0.25
+    return None
+
+
+def _gamma(layer: nn.Module, channels: int, like: Tensor) -> Tensor:
+    weight = getattr(layer, "weight", None)
+    return weight.detach().abs().double() if isinstance(weight, Tensor) else like.new_ones(channels).double()
+
+
+def _norm_bound(layer: nn.Module) -> tuple[float, str | None]:
+    """(constant, None) for a norm layer in eval mode, or (nan, reason) when it has no honest global constant.
+
+    Running-statistics layers are per-channel affine maps: max_c |gamma_c| / sqrt(running_var_c + eps) (Batch
+    Renorm: / running_std_c). Per-sample normalisations (IN, LN, GN) have local Jacobian norm |gamma| / sqrt(var +
+    eps) <= |gamma| / sqrt(eps); that global bound is valid but very loose (about 316 |gamma| for eps = 1e-5).
+    """
+    if isinstance(layer, nn.modules.batchnorm._BatchNorm) or (
+        isinstance(layer, nn.modules.instancenorm._InstanceNorm) and layer.track_running_stats
+    ):
+        if layer.running_var is None:
+            return math.nan, "batch norm without running statistics normalises by the batch, also in eval"
+        var = layer.running_var.detach().double()
+        return float((_gamma(layer, var.numel(), var) / torch.sqrt(var + layer.eps)).max()), None
+    if isinstance(layer, BatchRenorm2d):
+        std = layer.running_std.detach().double()
+        return float((_gamma(layer, std.numel(), std) / std).max()), None
+    if isinstance(layer, BatchInstanceNorm2d):
+        # Per channel: gamma (rho * BN_eval + (1 - rho) * IN); |rho|, |1 - rho| since rho is only clamped after steps.
+        var, rho = layer.running_var.detach().double(), layer.rho.detach().double()
+        per_channel = rho.abs() / torch.sqrt(var + layer.eps) + (1 - rho).abs() / math.sqrt(layer.eps)
+        return float((_gamma(layer, var.numel(), var) * per_channel).max()), None
+    if isinstance(layer, (nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)):
+        if layer.eps <= 0:
+            return math.nan, "a per-sample norm with eps = 0 has no global Lipschitz constant"
+        gamma = _gamma(layer, 1, torch.ones(1))
+        return float(gamma.max()) / math.sqrt(layer.eps), None
+    return math.nan, f"no Lipschitz bound is known for {type(layer).__name__}"
+
+
+def layer_upper_bound(layer: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, str | None]:
+    """A certified upper bound on ``layer``'s Lipschitz constant (eval mode) on inputs of ``input_shape``.
+
+    Returns (bound, None), or (nan, reason) for a layer that cannot be bounded honestly (e.g. Switchable Norm,
+    whose mixed mean and variance admit no global constant, or a conv with reflect/replicate/circular padding).
+    """
+    if isinstance(layer, nn.Linear):
+        return _linear_bound(layer), None
+    if isinstance(layer, nn.Conv2d):
+        if layer.padding_mode != "zeros":
+            return math.nan, f"no certified bound for padding_mode={layer.padding_mode!r}"
+        return _conv2d_bound(layer, input_shape), None
+    if isinstance(layer, nn.modules.conv._ConvNd):
+        return math.nan, f"no certified bound for {type(layer).__name__}"
+    activation = _activation_bound(layer)
+    if activation is not None:
+        return activation, None
+    return _norm_bound(layer)
+
+
+def summed_map_norm(layer: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Exact norm of the linear functional h -> sum(layer(h) - bias) (its gradient is constant), times rounding slack.
+
+    Used for the head ``src``: the scalar D(x) = sum of patches is this functional after ``D.main``.
+    """
+    weight = _effective_weight(layer)
+    weight = weight.to(_certify_dtype(weight.device))
+    with torch.enable_grad():
+        h = weight.new_zeros(1, *input_shape, requires_grad=True)
+        if isinstance(layer, nn.Linear):
+            y = F.linear(h, weight)
+        else:
+            y = layer._conv_forward(h, weight, None)  # the layer's own padding_mode, stride, dilation and groups
+        (grad,) = torch.autograd.grad(y.sum(), h)
+    return float(grad.norm()) * (1 + _SLACK[weight.dtype])
+
+
+# ------------------------------------------------------------------------------------------ the monitor
+def _as_scalar(value: float, like: Tensor) -> Tensor:
+    dtype = _certify_dtype(like.device)
+    return torch.tensor(value, dtype=dtype, device=like.device)
+
+
+class LipschitzMonitor:
+    """Per-layer sigmas and a certified upper bound on the Lipschitz constant of D's adversarial output.
+
+    :meth:`measure` returns, for every conv/linear layer on :func:`adversarial_path`, ``sigma/D/<layer>/sn_estimate``
+    (SN layers only: the sigma SN divides by, free) and ``sigma/D/<layer>/operator`` (power iteration on the layer's
+    real input shape, warm-started from the previous call), and ``lipschitz/D/upper_bound``.
+
+    How the upper bound stays an upper bound: power iteration only approaches each operator norm from BELOW, so it is
+    never used as a factor on its own. Each factor is a certified constant of the eval-mode layer: a conv's norm is
+    bounded by the exact FFT norm of the (strided) circular conv on its zero-padded grid (see
+    :func:`layer_upper_bound`), a linear layer's by its exact SVD, both in float64 times (1 + 1e-9) for rounding;
+    activations and norm layers by their analytic constants. Each factor is the max of that certificate and the
+    power-iteration estimate (equal up to rounding when the estimate is good). The product over the path bounds
+    ``x -> D.src(D.main(x))`` in eval mode. The last factor is max(certificate of ``src``, exact norm of
+    h -> sum(src(h))), so the product bounds both the patch-vector map (what the Jacobian norms measure) and the
+    summed patch map (what the gradient norms and GP differentiate; it can reach sqrt(#patches) * ||src||).
+
+    A layer without an honest bound makes the bound NaN, with the reason logged once per layer. The circular-grid
+    certificate exceeds the zero-padded norm by boundary effects, most at small maps (about 1-5% per layer on the
+    default 32 px D); IN/LN/GN factors (|gamma| / sqrt(eps), ~316 |gamma|) make the bound very loose.
+    """
+
+    def __init__(self, n_iterations: int = 50, tol: float = 1e-6) -> None:
+        self.n_iterations, self.tol = n_iterations, tol
+        self.states: dict[str, OperatorNormState] = {}
+        self.layer_bounds: dict[str, float] = {}  # the last call's per-layer factors, for inspection
+        self._reported: set[str] = set()
+
+    def _report(self, name: str, reason: str) -> None:
+        if name not in self._reported:
+            self._reported.add(name)
+            _logger.warning("lipschitz/D/upper_bound is NaN: layer %s: %s", name, reason)
+
+    def _layer_factor(self, name: str, layer: nn.Module, shape: tuple[int, ...], out: dict[str, Tensor]) -> float:
+        """The certified factor of one path layer; adds its sigma tags to ``out`` for conv/linear layers."""
+        factor, reason = layer_upper_bound(layer, shape)
+        if isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)):
+            if has_spectral_norm(layer):
+                out[f"sigma/D/{name}/sn_estimate"] = sn_estimate(layer)
+            state = self.states.setdefault(name, OperatorNormState())
+            estimate = operator_norm(layer, shape, self.n_iterations, self.tol, state)
+            out[f"sigma/D/{name}/operator"] = estimate
+            factor = max(factor, float(estimate))  # max() keeps NaN: NaN compares False
+        if reason is not None:
+            self._report(name, reason)
+        return factor
+
+    def measure(self, D: nn.Module, image_size: int) -> dict[str, Tensor]:
+        """The tags above for D on square images of side ``image_size``; changes no buffer, mode or RNG state."""
+        shapes = layer_input_shapes(D, image_size)
+        out: dict[str, Tensor] = {}
+        bound = 1.0
+        for name, layer in adversarial_path(D):
+            factor = self._layer_factor(name, layer, shapes[name], out)
+            if name == "src":
+                # Also cover the summed patch map that grad_norms differentiates (see the class docstring).
+                factor = max(factor, summed_map_norm(layer, shapes[name])) if not math.isnan(factor) else factor
+            self.layer_bounds[name] = factor
+            bound *= factor
+        out["lipschitz/D/upper_bound"] = _as_scalar(bound, _first_parameter(D))
+        return out
+
+
+# ------------------------------------------------------------------------------------ empirical lower bounds
+def _src(D: nn.Module, x: Tensor) -> Tensor:
+    """The adversarial patch logits D.src(D.main(x)), without the domain head."""
+    return D.src(D.main(x))
+
+
+def _interpolate(real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor:
+    """a * real + (1 - a) * fake, a ~ U(0, 1) per sample, drawn from ``generator`` (never the global RNG)."""
+    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+    alpha = torch.rand(shape, generator=generator, device=generator.device, dtype=real.dtype).to(real.device)
+    return alpha * real.detach() + (1 - alpha) * fake.detach()
+
+
+def input_gradient_norms(D: nn.Module, x: Tensor) -> Tensor:
+    """Per-sample ||d sum(D_src(x_i)) / d x_i||_2, shape (B,), with D in eval mode (samples independent)."""
+    with _eval_mode(D), torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(_src(D, x).sum(), x)
+    return grad.flatten(1).norm(dim=1)
+
+
+def grad_norms(D: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    """``lipschitz/D/grad_norm/{real,fake,interp}``: the max over the batch of :func:`input_gradient_norms`.
+
+    Each is a lower bound on the Lipschitz constant of the summed patch map, hence on sqrt(#patches) times that of
+    the patch vector. Eval mode: no SN u/v or norm statistic moves and no training RNG stream is consumed.
+    """
+    inputs = {"real": real, "fake": fake, "interp": _interpolate(real, fake, generator)}
+    return {f"lipschitz/D/grad_norm/{key}": input_gradient_norms(D, x).max().detach() for key, x in inputs.items()}
+
+
+def _sample_norms(x: Tensor) -> Tensor:
+    return x.flatten(1).norm(dim=1)
+
+
+def _unit(x: Tensor) -> Tensor:
+    return x / _sample_norms(x).view(-1, *([1] * (x.dim() - 1)))
+
+
+def jacobian_spectral_norm(
+    D: nn.Module, x: Tensor, n_iterations: int = 20, generator: torch.Generator | None = None
+) -> Tensor:
+    """Per-sample largest singular value of the Jacobian of x_i -> D_src(x_i) (the patch vector), shape (B,).
+
+    Power iteration on J^T J: J v by forward-mode ``torch.func.jvp``, J^T w by the reverse-mode ``vjp_fn`` of one
+    ``torch.func.vjp`` (D in eval mode, so samples are independent and the batch is iterated at once). It starts
+    from J^T 1 (the gradient of the summed patches), which already gives ||J g|| / ||g|| >= ||g|| / sqrt(#patches);
+    samples whose gradient is zero start from a Gaussian drawn from ``generator`` (default: a fixed-seed local
+    one). Returns the largest ||J v|| over the iterations (v unit): a lower bound on sup_x ||J_x||, hence on D's
+    Lipschitz constant, whatever the convergence.
+
+    Cost: each iteration is one jvp (~2 forwards) and one vjp (~1 backward), about 2 grad_norms inputs. Measured
+    on the default 32 px D (conv_dim 32, repeat_num 3), batch 16, 2-core CPU: :func:`jacobian_norms` at 20
+    iterations took 430 ms against 10 ms for :func:`grad_norms` (~43x); at 5 iterations 111 ms (~11x).
+    """
+    if n_iterations < 1:
+        raise ValueError(f"n_iterations must be >= 1, got {n_iterations!r}")
+    with _eval_mode(D), torch.enable_grad():
+        x = x.detach()
+        out, vjp_fn = torch.func.vjp(lambda inp: _src(D, inp), x)
+        (v,) = vjp_fn(torch.ones_like(out))
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(0)
+        noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+        zero = (_sample_norms(v) == 0).view(-1, *([1] * (x.dim() - 1)))
+        v = torch.where(zero, noise, v)
+        best = x.new_zeros(x.shape[0])
+        for _ in range(n_iterations):
+            v = _unit(v)
+            with warnings.catch_warnings():
+                # torch's first forward-AD call scripts its jvp decompositions and warns that torch.jit.script is
+                # deprecated: a torch internal, nothing a user of this function can act on.
+                warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+                _, jv = torch.func.jvp(lambda inp: _src(D, inp), (x,), (v,))
+            best = torch.maximum(best, _sample_norms(jv))
+            (v,) = vjp_fn(jv)
+            v = torch.where((_sample_norms(v) == 0).view_as(zero), noise, v)  # J v = 0: restart from noise
+    return best.detach()
+
+
+def jacobian_norms(
+    D: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator, n_iterations: int = 20
+) -> dict[str, Tensor]:
+    """``lipschitz/D/jacobian_norm/{real,fake,interp}``: the max over the batch of :func:`jacobian_spectral_norm`.
+
+    Interpolates are drawn as in :func:`grad_norms` (from ``generator``, after which the same generator seeds
+    zero-gradient restarts). Each value is a lower bound on D's Lipschitz constant for the patch vector.
+    """
+    inputs = {"real": real, "fake": fake, "interp": _interpolate(real, fake, generator)}
+    return {
+        f"lipschitz/D/jacobian_norm/{key}": jacobian_spectral_norm(D, x, n_iterations, generator).max()
+        for key, x in inputs.items()
+    }
