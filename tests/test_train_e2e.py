@@ -36,6 +36,14 @@ def test_train_logs_the_documented_tags(tiny_config, tmp_path):
     }  # fmt: skip
     assert expected <= tags
     assert [e.step for e in acc.Scalars("eval/paired_l1")] == [0, 3, 6]
+    lipschitz = {"sigma/D/conv1/operator", "sigma/D/src/operator", "lipschitz/D/upper_bound"}
+    lipschitz |= {
+        f"lipschitz/D/{kind}/{x}" for kind in ("grad_norm", "jacobian_norm") for x in ("real", "fake", "interp")
+    }
+    assert lipschitz <= tags
+    for event in acc.Scalars("lipschitz/D/upper_bound"):  # every logged lower bound <= the upper bound
+        lower = [acc.Scalars(tag) for tag in lipschitz if "_norm/" in tag]
+        assert all(e.value <= event.value for series in lower for e in series if e.step == event.step)
     image = acc.Images("images/translations")[-1]
     assert (image.width, image.height) == (2 + 4 * 18, 2 + 2 * 18)  # columns: input + 3 domains; rows: 2 inputs
     assert acc.Scalars("lr/G")[-1].value == pytest.approx(0.0)  # linear decay reaches zero at the last step

@@ -170,3 +170,35 @@ def test_every_norm_trains_in_g_and_d(tiny, norm):
                  *options, *d_options)  # fmt: skip
     t.train_step(next(iter(t.make_loader())))
     assert not bool(t.nonfinite)
+
+
+def test_spectral_norm_updates_once_per_d_step_by_default(tiny):
+    from gan.spectral import get_power_iteration_mode, spectral_norm_modules
+
+    t = _trainer(tiny, "train.n_critic=1")
+    layers = [m for _, m in spectral_norm_modules(t.D)]
+    assert {get_power_iteration_mode(m) for m in layers} == {"manual"}
+    calls = []
+    import gan.spectral as spectral
+
+    original = spectral._power_iteration
+    spectral._power_iteration = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    try:
+        t.train_step(next(iter(t.make_loader())))  # D runs on real, fake, interpolates, and once in the G step
+    finally:
+        spectral._power_iteration = original
+    assert len(calls) == len(layers)
+    forward = _trainer(tiny, "model.discriminator.spectral_norm.update=forward")
+    assert {get_power_iteration_mode(m) for _, m in spectral_norm_modules(forward.D)} == {"forward"}
+
+
+def test_lipschitz_layout_pairs_each_layer():
+    from gan.hooks import lipschitz_layout
+    from gan.models import Discriminator
+
+    layout = lipschitz_layout(Discriminator(16, 3, 4, 2))
+    assert layout["Per-layer sigma of D"]["conv2"] == [
+        "Multiline", ["sigma/D/conv2/sn_estimate", "sigma/D/conv2/operator"],
+    ]  # fmt: skip
+    assert set(layout["Per-layer sigma of D"]) == {"conv1", "conv2", "src", "cls"}
+    assert "lipschitz/D/upper_bound" in layout["Lipschitz bounds of D"]["upper bound vs measured lower bounds"][1]
