@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from gan.norms import BatchInstanceNorm2d, BatchRenorm2d
 from gan.spectral import (
     OperatorNormState,
-    _effective_weight,  # the eval-mode weight W / sigma(u, v) that SN layers use; shared so both sides agree
+    eval_weight,
     has_spectral_norm,
     operator_norm,
     sn_estimate,
@@ -132,7 +132,7 @@ def _conv2d_bound(layer: nn.Conv2d, input_shape: tuple[int, ...]) -> float:
     (:func:`_polyphase`), whose norm the FFT gives exactly (Sedghi et al. 2019). Dilation is folded into a
     zero-inserted kernel; groups, being block-diagonal, contribute the largest group's norm.
     """
-    weight = _effective_weight(layer)
+    weight = eval_weight(layer)
     weight = weight.to(_certify_dtype(weight.device))
     dh, dw = layer.dilation
     if (dh, dw) != (1, 1):
@@ -156,7 +156,7 @@ def _conv2d_bound(layer: nn.Conv2d, input_shape: tuple[int, ...]) -> float:
 
 
 def _linear_bound(layer: nn.Linear) -> float:
-    weight = _effective_weight(layer)
+    weight = eval_weight(layer)
     weight = weight.to(_certify_dtype(weight.device))
     return float(torch.linalg.matrix_norm(weight, 2)) * (1 + _SLACK[weight.dtype])
 
@@ -234,7 +234,7 @@ def summed_map_norm(layer: nn.Module, input_shape: tuple[int, ...]) -> float:
 
     Used for the head ``src``: the scalar D(x) = sum of patches is this functional after ``D.main``.
     """
-    weight = _effective_weight(layer)
+    weight = eval_weight(layer)
     weight = weight.to(_certify_dtype(weight.device))
     with torch.enable_grad():
         h = weight.new_zeros(1, *input_shape, requires_grad=True)

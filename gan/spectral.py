@@ -18,6 +18,7 @@ __all__ = [
     "apply_spectral_norm",
     "circular_conv_operator_norm",
     "dense_operator_matrix",
+    "eval_weight",
     "get_power_iteration_mode",
     "has_spectral_norm",
     "migrate_spectral_norm_state_dict",
@@ -436,7 +437,7 @@ class OperatorNormState:
     iterations: int = 0  # total iterations run so far
 
 
-def _effective_weight(layer: nn.Module) -> torch.Tensor:
+def eval_weight(layer: nn.Module) -> torch.Tensor:
     """The weight the layer's forward uses in eval mode, detached: W / sigma(stored u, v) for our SN, else ``weight``.
 
     compute_weight without iteration reads the buffers and writes nothing, so monitoring never moves u, v.
@@ -455,7 +456,7 @@ def _linear_map(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The bias-free linear map x -> A x of ``layer`` (batched input), in the work dtype of its weight."""
     if not isinstance(layer, _SUPPORTED):
         raise ValueError(f"operator norms support Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
-    weight = _effective_weight(layer)
+    weight = eval_weight(layer)
     weight = weight.to(_work_dtype(weight.dtype))
     if isinstance(layer, nn.Linear):
         return lambda x: F.linear(x, weight)
@@ -535,7 +536,7 @@ def operator_norm(
     if n_iterations < 1:
         raise ValueError(f"n_iterations must be >= 1, got {n_iterations!r}")
     apply = _linear_map(layer)
-    weight = _effective_weight(layer)
+    weight = eval_weight(layer)
     x = _initial_vector(weight, (1, *input_shape), state)
     with torch.no_grad(), _autocast_off(weight.device.type):
         x, sigma, done = _power_iterate(apply, x, n_iterations, tol)
@@ -578,7 +579,7 @@ def dense_operator_matrix(layer: nn.Module, input_shape: tuple[int, ...]) -> tor
             f"dense_operator_matrix is for small test layers: {columns} input elements exceed {_DENSE_MAX_COLUMNS}"
         )
     apply = _linear_map(layer)
-    weight = _effective_weight(layer)
+    weight = eval_weight(layer)
     basis = torch.eye(columns, device=weight.device, dtype=_work_dtype(weight.dtype)).reshape(columns, *input_shape)
     with torch.no_grad(), _autocast_off(weight.device.type):
         return apply(basis).reshape(columns, -1).T
@@ -594,5 +595,5 @@ def reshaped_sigma(layer: nn.Module) -> torch.Tensor:
         raise ValueError(f"reshaped_sigma supports Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
     hook = _find_hook(layer)
     dim = hook.dim if hook is not None else (1 if isinstance(layer, _CONV_TRANSPOSE) else 0)
-    weight = _effective_weight(layer)
+    weight = eval_weight(layer)
     return torch.linalg.matrix_norm(_weight_matrix(weight.to(_work_dtype(weight.dtype)), dim), 2)
