@@ -234,10 +234,7 @@ def _install_stop_handlers(trainer: Any) -> Callable[[], None]:
 def _print_summary(trainer: Any, hooks: list[Any], run_dir: Path) -> None:
     lines = [f"finished at step {trainer.step}; checkpoints in {run_dir / 'checkpoints'}"]
     for hook in hooks:
-        history = getattr(hook, "history", None)
-        if history:
-            first, last = history[0], history[-1]
-            lines.append(f"eval/paired_l1: {first[1]:.4f} at step {first[0]} -> {last[1]:.4f} at step {last[0]}")
+        lines += hook.summary()
     print("\n".join(lines), file=sys.stderr)
 
 

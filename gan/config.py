@@ -187,6 +187,13 @@ class PairedL1Hook:
 
 
 @dataclass(frozen=True)
+class FidHook:
+    every: int = _opt(1000, min=1)
+    num_images: int = _opt(64, min=2)
+    extractor: str = _opt("auto", choices=("auto", "inception", "classifier"))
+
+
+@dataclass(frozen=True)
 class CheckpointHook:
     every: int = _opt(10000, min=1)
     keep: int = _opt(3, min=1)
@@ -205,8 +212,32 @@ class HooksConfig:
     lipschitz: LipschitzHook = field(default_factory=LipschitzHook)
     norms: NormsHook = field(default_factory=NormsHook)
     paired_l1: PairedL1Hook = field(default_factory=PairedL1Hook)
+    fid: FidHook = field(default_factory=FidHook)
     checkpoint: CheckpointHook = field(default_factory=CheckpointHook)
     nan_guard: NanGuardHook = field(default_factory=NanGuardHook)
+
+
+# -------------------------------------------------------------------------------------------------------- metrics
+@dataclass(frozen=True)
+class ClassifierMetricConfig:
+    steps: int = _opt(1000, min=1)
+    batch_size: int = _opt(64, min=1)
+    lr: float = _opt(1e-3, min=0.0)
+    width: int = _opt(32, min=1)
+    seed: int = _opt(0, min=0)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    inception_weights: str = ""
+    protocol: str = _opt("pytorch_fid", choices=("pytorch_fid", "tf1"))
+    fast_inception: bool = True
+    batch_size: int = _opt(50, min=1)
+    real_split: str = _opt("train", choices=("train", "test"))
+    stats_cache: str = ""
+    kid_subsets: int = _opt(100, min=1)
+    kid_subset_size: int = _opt(1000, min=2)
+    classifier: ClassifierMetricConfig = field(default_factory=ClassifierMetricConfig)
 
 
 @dataclass(frozen=True)
@@ -216,6 +247,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # -------------------------------------------------------------------------------------------------------- loading

@@ -45,6 +45,10 @@ class Hook:
         """State to keep in checkpoints."""
         return {}
 
+    def summary(self) -> list[str]:
+        """Lines for the end-of-run summary on the console."""
+        return []
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` output."""
 
@@ -247,29 +251,16 @@ class NormsHook(Hook):
 
 
 # ---------------------------------------------------------------------------------------------------- paired L1
-def paired_l1(G: nn.Module, trainer: Trainer, num_images: int) -> torch.Tensor:
+def paired_l1(G: nn.Module, trainer: Trainer, num_images: int) -> float:
     """Mean L1 between G(x, d) and the true rendering of x's content in d, over held-out images and every target
-    domain other than the source (synthetic data only)."""
-    paired = trainer.data.paired
-    n = min(num_images, paired.images.size(0))
-    x = paired.images[:n].to(trainer.device)
-    src = paired.labels[:n].to(trainer.device)
-    total, count = torch.zeros((), device=trainer.device), 0
-    with evaluating(G):
-        for d in range(len(trainer.data.domains)):
-            keep = src != d
-            if not keep.any():
-                continue
-            target = torch.full_like(src[keep], d)
-            fake = G(x[keep], trainer.domain_vector(target))
-            truth = paired.targets[:n][keep.cpu(), d].to(trainer.device)
-            total += (fake - truth).abs().mean(dim=(1, 2, 3)).sum()
-            count += int(keep.sum())
-    return total / max(count, 1)
+    domain other than the source (synthetic data only); see ``gan.metrics.evaluation.paired_scores``."""
+    from gan.metrics.evaluation import paired_scores
+
+    return paired_scores(G, trainer.domain_vector, trainer.data.paired, trainer.device, num_images)[0]
 
 
 class PairedL1Hook(Hook):
-    """``eval/paired_l1`` on the synthetic domains' paired ground truth, also at step 0 of a fresh run."""
+    """``eval/paired_l1`` and ``eval/paired_psnr`` on the synthetic domains' paired ground truth, also at step 0."""
 
     def __init__(self, writer: RunWriter, every: int, num_images: int) -> None:
         self.writer, self.every, self.num_images = writer, every, num_images
@@ -285,16 +276,116 @@ class PairedL1Hook(Hook):
             self.after_step(trainer)
 
     def after_step(self, trainer: Trainer) -> None:
-        value = float(paired_l1(trainer.sample_generator(), trainer, self.num_images))
+        from gan.metrics.evaluation import paired_scores
+
+        G, paired = trainer.sample_generator(), trainer.data.paired
+        value, psnr = paired_scores(G, trainer.domain_vector, paired, trainer.device, self.num_images)
         self.history.append((trainer.step, value))
-        self.writer.scalars({"eval/paired_l1": value}, trainer.step)
-        log.info("step %d: eval/paired_l1 = %.4f", trainer.step, value)
+        self.writer.scalars({"eval/paired_l1": value, "eval/paired_psnr": psnr}, trainer.step)
+        log.info("step %d: eval/paired_l1 = %.4f, eval/paired_psnr = %.2f dB", trainer.step, value, psnr)
+
+    def summary(self) -> list[str]:
+        if not self.history:
+            return []
+        (s0, v0), (s1, v1) = self.history[0], self.history[-1]
+        return [f"eval/paired_l1: {v0:.4f} at step {s0} -> {v1:.4f} at step {s1}"]
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": [list(item) for item in self.history]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [(int(s), float(v)) for s, v in state.get("history", [])]
+
+
+# ----------------------------------------------------------------------------------------------------- fid
+class FidHook(Hook):
+    """FID/KID per target domain and domain accuracy of the sampling G (EMA if on), in eval mode, in a forked RNG:
+    training state (weights, SN vectors, norm buffers, RNG streams) is untouched. Also at step 0 and at the end.
+
+    The feature extractor is chosen once per run (``hooks.fid.extractor``); the domain classifier behind
+    ``eval/domain_accuracy`` (and behind the offline ``classifier`` features) is ``<run>/classifier.pt``, trained on
+    the real training images at the first evaluation if absent.
+    """
+
+    def __init__(self, writer: RunWriter, cfg: Config, run_dir: Path) -> None:
+        self.writer, self.cfg, self.run_dir = writer, cfg, run_dir
+        self.every = cfg.hooks.fid.every
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self._parts: tuple[Any, Any, Any] | None = None  # (classifier, extractor, real features), built lazily
+
+    def _setup(self, trainer: Trainer) -> tuple[Any, Any, Any]:
+        from gan.metrics.evaluation import (
+            RealFeatures,
+            build_extractor,
+            dataset_id,
+            obtain_classifier,
+            stats_cache_for,
+        )
+
+        cfg, data = self.cfg, trainer.data
+        classifier = obtain_classifier(self.run_dir, data, cfg, trainer.device, cfg.train.progress)
+        extractor = build_extractor(
+            cfg.hooks.fid.extractor, cfg, trainer.device, classifier, str(self.run_dir / "classifier.pt")
+        )
+        reals = RealFeatures(
+            data,
+            extractor,
+            dataset_id(cfg.data),
+            cfg.metrics.real_split,
+            cfg.data.image_size,
+            cfg.hooks.fid.num_images,
+            cfg.metrics.batch_size,
+            stats_cache_for(cfg, extractor),
+        )
+        return classifier, extractor, reals
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if trainer.step == 0:
+            self.after_step(trainer)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if not self.history or self.history[-1][0] != trainer.step:
+            self.after_step(trainer)
+
+    def after_step(self, trainer: Trainer) -> None:
+        from gan.metrics.evaluation import evaluate_translations
+
+        devices = [trainer.device] if trainer.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # classifier training and evaluation draw nothing from training
+            if self._parts is None:
+                self._parts = self._setup(trainer)
+            classifier, extractor, reals = self._parts
+            m = self.cfg.metrics
+            scores = evaluate_translations(
+                trainer.sample_generator(),
+                trainer.domain_vector,
+                trainer.data,
+                extractor,
+                reals,
+                trainer.device,
+                self.cfg.hooks.fid.num_images,
+                classifier,
+                m.kid_subsets,
+                m.kid_subset_size,
+                m.batch_size,
+            )
+        values = scores.scalars()
+        self.history.append((trainer.step, values))
+        self.writer.scalars(values, trainer.step)
+        log.info("step %d: %s", trainer.step, ", ".join(f"{k} = {v:.4g}" for k, v in values.items() if "mean" in k))
+
+    def summary(self) -> list[str]:
+        if not self.history:
+            return []
+        (s0, v0), (s1, v1) = self.history[0], self.history[-1]
+        keys = [k for k in v1 if k.endswith("/mean") or k == "eval/domain_accuracy"]
+        return [f"{k}: {v0[k]:.4g} at step {s0} -> {v1[k]:.4g} at step {s1}" for k in keys if k in v0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [[step, dict(values)] for step, values in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [(int(s), {k: float(v) for k, v in values.items()}) for s, values in state.get("history", [])]
 
 
 # -------------------------------------------------------------------------------------------------- nan guard
@@ -393,5 +484,6 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
     ]
     if has_paired:
         hooks.append(PairedL1Hook(writer, h.paired_l1.every, h.paired_l1.num_images))
+    hooks.append(FidHook(writer, cfg, run_dir))
     hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep))
     return hooks

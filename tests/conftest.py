@@ -1,8 +1,13 @@
-"""Shared fixtures: a tiny config that trains in seconds on the CPU."""
+"""Shared fixtures: a tiny config that trains in seconds on the CPU; a hermetic torch hub cache; FID weights made on
+the spot (the standard layout with seeded random values: never the real file, never downloaded)."""
 
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 TINY = """
 data:
@@ -26,8 +31,11 @@ hooks:
   images: {every: 3, num_images: 2}
   sigma: {every: 2}
   paired_l1: {every: 3, num_images: 4}
+  fid: {every: 3, num_images: 4}
   checkpoint: {every: 3, keep: 2}
   nan_guard: {every: 1}
+metrics:
+  classifier: {steps: 30, batch_size: 16}
 """
 
 
@@ -36,3 +44,54 @@ def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY)
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hermetic_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never read the user's torch hub or stats caches, and any attempt to download fails at once."""
+    root = tmp_path_factory.mktemp("caches")
+    saved = {k: os.environ.get(k) for k in ("TORCH_HOME", "XDG_CACHE_HOME", "https_proxy", "HTTPS_PROXY")}
+    os.environ.update(TORCH_HOME=str(root / "torch"), XDG_CACHE_HOME=str(root / "xdg"))
+    os.environ.update(https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    torch.hub.set_dir(str(root / "torch" / "hub"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights file in the FID Inception layout with seeded random values (seed 2024), written once per session."""
+    from gan.metrics.inception import random_inception_state_dict
+
+    path = tmp_path_factory.mktemp("weights") / "random-inception.pth"
+    torch.save(random_inception_state_dict(2024), path)
+    return path
+
+
+@pytest.fixture
+def hub_weights(inception_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The random weights placed in a fresh torch hub cache under both published names (pytorch-fid, torch-fidelity)."""
+    from gan.metrics.inception import WEIGHTS_ALIASES
+
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    for name in WEIGHTS_ALIASES:
+        os.link(inception_weights, hub / "checkpoints" / name)
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(hub))
+    return hub / "checkpoints" / WEIGHTS_ALIASES[0]
+
+
+def write_images(folder: Path, count: int, size: int, seed: int, shift: float = 0.0) -> Path:
+    """PNG images made with numpy only (lossless, so decoded pixels do not depend on the Pillow build): a coarse
+    random field upsampled by repetition plus fine noise; ``shift`` moves the colour distribution."""
+    rng = np.random.RandomState(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        coarse = rng.uniform(0, 1, (size // 4, size // 4, 3)) + shift
+        image = np.kron(coarse, np.ones((4, 4, 1))) * 180 + rng.normal(0, 20, (size, size, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
+    return folder

@@ -1,7 +1,8 @@
-"""evaluate.py: translate a user's images with a trained checkpoint, and paired L1; errors are one line, exit 2."""
+"""evaluate.py: fid, kid, accuracy, train-classifier, translate, paired-l1; errors are one line, exit 2."""
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -66,3 +67,98 @@ def test_paired_l1_json(checkpoint, capsys):
     assert evaluate_main(["paired-l1", "--checkpoint", str(checkpoint), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 2 and 0 < result["paired_l1"] < 2 and result["num_images"] == 12
+    assert 0 < result["paired_psnr"] < 60
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    from tests.conftest import write_images
+
+    root = tmp_path_factory.mktemp("folders")
+    return write_images(root / "a", 6, 16, seed=1), write_images(root / "b", 5, 16, seed=2, shift=0.3)
+
+
+def _json_out(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_fid_of_two_folders_and_of_saved_stats(hub_weights, folders, tmp_path, capsys):
+    a, b = folders
+    assert evaluate_main(["fid", str(a), str(b), "--json"]) == 0
+    direct = _json_out(capsys)
+    assert direct["num_images"] == [6, 5] and direct["protocol"] == "pytorch_fid" and direct["extractor"] == "inception"
+    assert direct["official_weights"] is False and direct["fid"] > 0
+    stats = tmp_path / "a.npz"
+    assert evaluate_main(["fid", "--save-stats", str(a), str(stats)]) == 0
+    assert "wrote statistics of 6 images" in capsys.readouterr().out
+    assert evaluate_main(["fid", str(stats), str(b), "--json"]) == 0
+    assert _json_out(capsys)["fid"] == pytest.approx(direct["fid"], rel=1e-12)
+    assert evaluate_main(["fid", str(stats), str(b), "--protocol", "tf1"]) == 2
+    assert "statistics of protocol pytorch_fid" in capsys.readouterr().err
+
+
+def test_kid_of_two_folders(hub_weights, folders, capsys):
+    a, b = folders
+    assert evaluate_main(["kid", str(a), str(b), "--subsets", "5", "--subset-size", "4", "--json"]) == 0
+    result = _json_out(capsys)
+    assert result["subsets"] == 5 and result["subset_size"] == 4 and result["kid_std"] >= 0
+    assert evaluate_main(["kid", str(a), str(b), "--subsets", "3"]) == 0  # subset size capped at 5 images
+    assert "3 subsets of 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["fid", "only-one"], "give two image folders"),
+        (["fid", "missing-a", "missing-b"], "missing-a: no such folder"),
+        (["kid", "x.npz", "y.npz"], "needs the images"),
+        (["kid", "a", "b", "--subsets", "0"], "--subsets: must be at least 1"),
+        (["fid", "--save-stats", "a", "b.txt"], "writes a .npz file"),
+    ],
+)
+def test_fid_kid_argument_errors(hub_weights, args, needle, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_fid_without_weights_says_where_to_put_them(folders, capsys):
+    a, b = folders
+    assert evaluate_main(["fid", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "pt_inception-2015-12-05-6726825d.pth" in err and "hub" in err and err.count("\n") == 1
+
+
+def test_fid_of_a_checkpoint_per_domain_with_cache(hub_weights, checkpoint, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = ["fid", "--checkpoint", str(checkpoint), "--num-images", "3", "--stats-cache", str(cache), "--json"]
+    assert evaluate_main(args) == 0
+    first = _json_out(capsys)
+    assert set(first["domains"]) == {"palette", "outline", "texture"}
+    assert first["fid_mean"] == pytest.approx(sum(d["fid"] for d in first["domains"].values()) / 3)
+    assert first["domain_accuracy"] is not None  # the training run's hooks left <run>/classifier.pt
+    assert 0 < first["paired_psnr"] and first["protocol"] == "pytorch_fid"
+    assert len(list(cache.glob("*.features.npz"))) == 3  # real-image features (for KID), one file per domain
+    stats = [p for p in cache.glob("*.npz") if not p.name.endswith(".features.npz")]
+    assert len(stats) == 3 and {"mu", "sigma"} <= set(np.load(stats[0]).files)  # pytorch-fid's statistics format
+    assert evaluate_main(args) == 0
+    assert _json_out(capsys)["domains"] == first["domains"]  # from the cache: the same numbers
+
+
+def test_train_classifier_then_accuracy(checkpoint, tmp_path, capsys):
+    out = tmp_path / "clf.pt"
+    assert evaluate_main(["train-classifier", "--checkpoint", str(checkpoint), "--steps", "40", "--out", str(out)]) == 0
+    assert "held-out accuracy" in capsys.readouterr().out and out.is_file()
+    assert (
+        evaluate_main(
+            ["accuracy", "--checkpoint", str(checkpoint), "--classifier", str(out), "--num-images", "8", "--json"]
+        )
+        == 0
+    )
+    result = _json_out(capsys)
+    assert 0 <= result["domain_accuracy"] <= 1 and result["fid_mean"] is None
+    assert all(d["num_fake"] == 8 for d in result["domains"].values())  # 3 x 4 held-out images, 4 per source domain
+    assert evaluate_main(["accuracy", "--checkpoint", str(checkpoint), "--classifier", str(tmp_path / "none.pt")]) == 2
+    assert "train-classifier" in capsys.readouterr().err

@@ -105,6 +105,45 @@ def test_logging_hooks_change_no_training_state(tiny):
     assert writer.images[-1] == ("images/translations", (3, 2 + 2 * 18, 2 + 4 * 18))
 
 
+@pytest.mark.parametrize("extractor", ["classifier", "inception"])
+def test_fid_hook_leaves_training_state_untouched(tiny, tmp_path, request, extractor):
+    from gan.hooks import FidHook
+
+    if extractor == "inception":
+        request.getfixturevalue("hub_weights")  # random weights in the hub cache; never the real file
+    t = _trainer(tiny, f"hooks.fid.extractor={extractor}", "hooks.fid.num_images=3", f"metrics.stats_cache={tmp_path}")
+    t.train_step(next(iter(t.make_loader())))
+    writer = _NullWriter()
+    hook = FidHook(writer, t.cfg, tmp_path)
+    state = {k: v.clone() for k, v in {**t.D.state_dict(), **t.G.state_dict()}.items()}
+    rng = torch.get_rng_state()
+    hook.on_fit_start(t)  # step 1: nothing yet
+    hook.after_step(t)  # trains and saves the classifier, then evaluates
+    hook.after_step(t)  # reuses both
+    for key, value in {**t.D.state_dict(), **t.G.state_dict()}.items():
+        torch.testing.assert_close(value, state[key], atol=0, rtol=0, msg=key)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert t.G.training and t.D.training
+    assert (tmp_path / "classifier.pt").is_file()
+    domains = ["palette", "outline", "texture"]
+    fd, kd = ("fid", "kid") if extractor == "inception" else ("classifier_fd", "classifier_kd")
+    expected = {f"eval/{fd}/{d}" for d in domains} | {f"eval/{fd}/mean", f"eval/{kd}/mean", "eval/domain_accuracy"}
+    assert writer.scalar_tags == expected
+    assert len(hook.history) == 2 and hook.history[0][1] == hook.history[1][1]  # same G, same numbers
+    restored = FidHook(writer, t.cfg, tmp_path)
+    restored.load_state_dict(hook.state_dict())
+    assert restored.history == hook.history
+
+
+def test_fid_hook_inception_without_weights_is_a_clear_error(tiny, tmp_path):
+    from gan.hooks import FidHook
+    from gan.metrics.inception import WeightsError
+
+    t = _trainer(tiny, "hooks.fid.extractor=inception")
+    with pytest.raises(WeightsError, match="6726825d"):
+        FidHook(_NullWriter(), t.cfg, tmp_path).after_step(t)
+
+
 def test_grid_targets():
     labels = torch.tensor([0, 2])
     assert [t.tolist() for t in grid_targets(labels, ["a", "b", "c"], False)] == [[0, 0], [1, 1], [2, 2]]

@@ -1,0 +1,1 @@
+"""Evaluation metrics: FID/KID feature extraction and statistics, domain accuracy."""

@@ -1,0 +1,410 @@
+"""Scoring a generator's translations: FID and KID per target domain, domain accuracy, paired L1 and PSNR.
+
+Protocol (one definition for the training hook and ``evaluate.py``): for each target domain d, the first
+``num_images`` held-out (test split) images that are not in d are translated into d; the outputs are quantised to
+uint8 exactly as saving PNGs would; they are compared with the first ``num_images`` real images of d from
+``real_split``. FID/KID use the extractor's features; domain accuracy is the share of translations that the domain
+classifier assigns to d (multi-label data: whose attribute d it predicts as present). ``fid/mean`` and
+``kid/mean`` average over target domains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+
+from gan.data.base import DataBundle, ImageFileDataset, PairedSet, TensorImageDataset
+from gan.errors import DataError
+from gan.metrics.features import FeatureExtractor, features_of
+from gan.metrics.fid import StatsCache, StatsKey, feature_statistics, frechet_distance
+from gan.metrics.inception import to_uint8
+from gan.metrics.kid import kernel_inception_distance
+
+log = logging.getLogger(__name__)
+
+DomainVector = Callable[[Tensor], Tensor]
+
+
+# ------------------------------------------------------------------------------------------------------- images
+
+
+def unflipped(dataset: Dataset) -> Dataset:
+    """The same images without the training-time random flip (evaluation must not depend on, or draw from, RNG)."""
+    if isinstance(dataset, TensorImageDataset):
+        return TensorImageDataset(dataset.images, dataset.labels, flip=False)
+    if isinstance(dataset, ImageFileDataset) and isinstance(dataset.transform, T.Compose):
+        steps = [t for t in dataset.transform.transforms if not isinstance(t, T.RandomHorizontalFlip)]
+        return ImageFileDataset(dataset.paths, dataset.labels, T.Compose(steps))
+    return dataset
+
+
+def in_domain(labels: Tensor, domain: int, multi_label: bool) -> Tensor:
+    """Boolean mask of the images that belong to ``domain`` (have attribute ``domain``, for multi-label data)."""
+    return labels[:, domain] > 0.5 if multi_label else labels == domain
+
+
+def target_labels(labels: Tensor, domain: int, multi_label: bool) -> Tensor:
+    """Labels after translating into ``domain``: the index d, or (multi-label) the source attributes with d set."""
+    if multi_label:
+        out = labels.clone().float()
+        out[:, domain] = 1.0
+        return out
+    return torch.full_like(labels, domain)
+
+
+def image_batches(dataset: Dataset, indices: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(float images in [-1, 1], labels) batches of ``dataset[indices]``, in order."""
+    for start in range(0, len(indices), batch_size):
+        items = [dataset[int(i)] for i in indices[start : start + batch_size]]
+        yield torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
+
+
+def real_images(dataset: Dataset, domain: int, multi_label: bool, count: int, batch_size: int) -> Iterator[Tensor]:
+    """uint8 batches of the first ``count`` images of ``domain`` in ``dataset``."""
+    indices = torch.nonzero(in_domain(dataset.labels, domain, multi_label)).flatten()[:count]
+    for images, _ in image_batches(dataset, indices, batch_size):
+        yield to_uint8(images)
+
+
+# ---------------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class DomainScores:
+    """Scores of the translations into one target domain."""
+
+    fid: float | None  # None when only accuracy was measured (no feature extractor)
+    kid_mean: float | None
+    kid_std: float | None
+    accuracy: float | None
+    num_fake: int
+    num_real: int
+    kid_subset_size: int = 0  # min(metrics.kid_subset_size, num_fake, num_real)
+
+
+@dataclass
+class TranslationScores:
+    """Everything measured on one generator; ``info`` names the feature extractor and protocol used."""
+
+    info: dict[str, Any]
+    domains: dict[str, DomainScores] = field(default_factory=dict)
+    paired_l1: float | None = None
+    paired_psnr: float | None = None
+
+    @property
+    def fid_mean(self) -> float | None:
+        values = [s.fid for s in self.domains.values() if s.fid is not None]
+        return float(np.mean(values)) if values else None
+
+    @property
+    def kid_mean(self) -> float | None:
+        values = [s.kid_mean for s in self.domains.values() if s.kid_mean is not None]
+        return float(np.mean(values)) if values else None
+
+    @property
+    def domain_accuracy(self) -> float | None:
+        """Accuracy over all translations (each domain weighted by its number of translations)."""
+        scored = [s for s in self.domains.values() if s.accuracy is not None]
+        if not scored:
+            return None
+        return sum(s.accuracy * s.num_fake for s in scored) / sum(s.num_fake for s in scored)
+
+    def scalars(self) -> dict[str, float]:
+        """TensorBoard tags. Inception features give ``eval/fid/*`` and ``eval/kid/mean``; any other extractor is
+        logged under its own name (``eval/<name>_fd/*``, ``eval/<name>_kd/mean``) so it is never read as FID."""
+        out: dict[str, float] = {}
+        name = self.info.get("extractor")
+        if self.fid_mean is not None:
+            fd, kd = ("fid", "kid") if name == "inception" else (f"{name}_fd", f"{name}_kd")
+            out.update({f"eval/{fd}/{d}": s.fid for d, s in self.domains.items()})
+            out[f"eval/{fd}/mean"] = self.fid_mean
+            out[f"eval/{kd}/mean"] = self.kid_mean
+        if self.domain_accuracy is not None:
+            out["eval/domain_accuracy"] = self.domain_accuracy
+        return out  # paired L1/PSNR have their own hook (hooks.paired_l1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.info,
+            "fid_mean": self.fid_mean,
+            "kid_mean": self.kid_mean,
+            "domain_accuracy": self.domain_accuracy,
+            "paired_l1": self.paired_l1,
+            "paired_psnr": self.paired_psnr,
+            "domains": {d: vars(s) for d, s in self.domains.items()},
+        }
+
+
+# ------------------------------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Translations:
+    """uint8 translations into one domain and the classifier's verdict on each (None without a classifier)."""
+
+    images: Tensor
+    correct: Tensor | None
+
+
+def translate_into(
+    G: nn.Module,
+    domain_vector: DomainVector,
+    data: DataBundle,
+    domain: int,
+    num_images: int,
+    device: torch.device,
+    batch_size: int,
+    classifier: nn.Module | None = None,
+) -> Translations:
+    """Translate the first ``num_images`` held-out images not in ``domain`` into it (G in eval mode, no grad)."""
+    test = unflipped(data.test)
+    sources = torch.nonzero(~in_domain(test.labels, domain, data.multi_label)).flatten()[:num_images]
+    images, correct = [], []
+    was_training = G.training
+    G.eval()
+    try:
+        for x, labels in image_batches(test, sources, batch_size):
+            with torch.no_grad():
+                target = target_labels(labels, domain, data.multi_label).to(device)
+                fake = to_uint8(G(x.to(device), domain_vector(target)))
+            images.append(fake.cpu())
+            if classifier is not None:
+                correct.append(_classified_as(classifier, fake, domain, data.multi_label).cpu())
+    finally:
+        G.train(was_training)
+    if not images:
+        raise ValueError(f"no held-out images outside domain {data.domains[domain]!r} to translate")
+    return Translations(torch.cat(images), torch.cat(correct) if correct else None)
+
+
+def _classified_as(classifier: nn.Module, images: Tensor, domain: int, multi_label: bool) -> Tensor:
+    was_training = classifier.training
+    classifier.eval()
+    try:
+        with torch.no_grad():
+            logits = classifier(images.float().div(127.5).sub(1.0))  # the saved PNG's pixels, as a user would see them
+    finally:
+        classifier.train(was_training)
+    return logits[:, domain] > 0 if multi_label else logits.argmax(dim=1) == domain
+
+
+def evaluate_translations(
+    G: nn.Module,
+    domain_vector: DomainVector,
+    data: DataBundle,
+    extractor: FeatureExtractor | None,
+    real_features: Callable[[int], np.ndarray] | None,
+    device: torch.device,
+    num_images: int,
+    classifier: nn.Module | None = None,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    batch_size: int = 50,
+    progress: bool = False,
+) -> TranslationScores:
+    """FID, KID and accuracy for every target domain (see the module docstring), plus paired L1/PSNR when the data
+    has ground truth. ``real_features(d)`` returns the real images' features of domain d (cached by the caller).
+    Without an extractor only the domain accuracy (and paired scores) are measured."""
+    scores = TranslationScores(info=dict(extractor.info if extractor else {}, num_images=num_images))
+    for d, name in enumerate(data.domains):
+        fake = translate_into(G, domain_vector, data, d, num_images, device, batch_size, classifier)
+        accuracy = None if fake.correct is None else float(fake.correct.double().mean())
+        fid = kid = None
+        n_real = subset = 0
+        if extractor is not None and real_features is not None:
+            f_fake = features_of(extractor, fake.images.split(batch_size), len(fake.images), f"fake {name}", progress)
+            f_real = real_features(d)
+            n_real = len(f_real)
+            if min(len(f_fake), n_real) < 2:
+                raise DataError(
+                    f"domain {name}: {len(f_fake)} translated and {n_real} real images; FID and KID need at least 2 "
+                    "of each (more held-out or real images of this domain, or a larger num_images)"
+                )
+            subset = min(kid_subset_size, len(f_fake), n_real)
+            kid = kernel_inception_distance(f_fake, f_real, subsets=kid_subsets, subset_size=subset)
+            fid = frechet_distance(*feature_statistics(f_fake), *feature_statistics(f_real))
+        scores.domains[name] = DomainScores(
+            fid, kid[0] if kid else None, kid[1] if kid else None, accuracy, len(fake.images), n_real, subset
+        )
+    if data.paired is not None:
+        scores.paired_l1, scores.paired_psnr = paired_scores(G, domain_vector, data.paired, device, num_images)
+    return scores
+
+
+def paired_scores(
+    G: nn.Module, domain_vector: DomainVector, paired: PairedSet, device: torch.device, num_images: int
+) -> tuple[float, float]:
+    """Mean L1 (in [-1, 1] units) and mean PSNR (dB, images scaled to [0, 1]) between G(x, d) and the true rendering
+    of x's content in d, over the first ``num_images`` held-out images and every target domain but their own.
+    Measured on G's float output (not quantised to uint8, unlike FID); an exact match counts as 100 dB."""
+    n = min(num_images, paired.images.size(0))
+    x, src = paired.images[:n].to(device), paired.labels[:n].to(device)
+    l1, psnr = [], []
+    was_training = G.training
+    G.eval()
+    try:
+        for d in range(paired.targets.size(1)):
+            keep = src != d
+            if not keep.any():
+                continue
+            with torch.no_grad():
+                fake = G(x[keep], domain_vector(torch.full_like(src[keep], d)))
+            truth = paired.targets[:n][keep.cpu(), d].to(device)
+            l1.append((fake - truth).abs().mean(dim=(1, 2, 3)))
+            mse = ((fake - truth) / 2).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
+            psnr.append(-10 * torch.log10(mse))
+    finally:
+        G.train(was_training)
+    return float(torch.cat(l1).mean()), float(torch.cat(psnr).mean())
+
+
+# ------------------------------------------------------------------------------------------- building the parts
+
+
+def dataset_id(data_cfg: Any) -> str:
+    """A name for the real images a config selects: the source plus a hash of every data setting that changes
+    which pixels the models see (so a cached statistic is never reused for other images)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("num_workers", "skip_bad_images")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{data_cfg.source}-{digest}"
+
+
+def default_stats_cache() -> Path:
+    """``$XDG_CACHE_HOME/spectral-gan/fid-stats`` (``~/.cache/...`` when the variable is unset)."""
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spectral-gan" / "fid-stats"
+
+
+class RealFeatures:
+    """Features of the real images of each domain, computed once per process; Inception statistics and features
+    are also kept on disk (keyed by dataset, split, resolution, count, protocol), so later runs skip the pass."""
+
+    def __init__(
+        self,
+        data: DataBundle,
+        extractor: FeatureExtractor,
+        dataset: str,
+        split: str,
+        resolution: int,
+        count: int,
+        batch_size: int,
+        cache: StatsCache | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.data, self.extractor, self.cache = data, extractor, cache
+        self.dataset, self.split, self.resolution, self.count = dataset, split, resolution, count
+        self.batch_size, self.progress = batch_size, progress
+        self._memory: dict[int, np.ndarray] = {}
+
+    def key(self, domain: int) -> StatsKey:
+        info = self.extractor.info
+        extractor = f"{info['extractor']}-{info.get('weights_sha256', 'na')}"
+        return StatsKey(
+            f"{self.dataset}-{self.data.domains[domain]}-{self._fingerprint(domain)}",
+            self.split,
+            self.resolution,
+            self.count,
+            info["protocol"],
+            extractor,
+        )
+
+    def _dataset(self) -> Dataset:
+        return unflipped(self.data.train if self.split == "train" else self.data.test)
+
+    def _fingerprint(self, domain: int) -> str:
+        """A hash of the selected images themselves: their pixels (in-memory data) or their files' paths, sizes and
+        modification times, so edited or replaced images never reuse old statistics."""
+        import hashlib
+
+        dataset = self._dataset()
+        indices = torch.nonzero(in_domain(dataset.labels, domain, self.data.multi_label)).flatten()[: self.count]
+        digest = hashlib.sha256()
+        if isinstance(dataset, TensorImageDataset):
+            digest.update(dataset.images[indices].numpy().tobytes())
+        else:
+            for i in indices.tolist():
+                path = Path(dataset.paths[i]).resolve()
+                stat = path.stat()
+                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()[:12]
+
+    def __call__(self, domain: int) -> np.ndarray:
+        if domain in self._memory:
+            return self._memory[domain]
+        cached = self.cache.get_features(self.key(domain)) if self.cache is not None else None
+        if cached is None:
+            batches = real_images(self._dataset(), domain, self.data.multi_label, self.count, self.batch_size)
+            name = f"real {self.data.domains[domain]}"
+            cached = features_of(self.extractor, batches, None, name, self.progress)
+            if self.cache is not None:  # features for KID, statistics in pytorch-fid's .npz format for everyone
+                self.cache.put_features(self.key(domain), cached)
+                self.cache.put(self.key(domain), *feature_statistics(cached))
+        self._memory[domain] = cached
+        return cached
+
+
+def obtain_classifier(
+    run_dir: Path, data: DataBundle, cfg: Any, device: torch.device, progress: bool = False
+) -> nn.Module:
+    """The run's domain classifier (``<run_dir>/classifier.pt``): loaded if present, else trained on the real
+    training images with ``cfg.metrics.classifier`` and saved there. A file for other domains is an error."""
+    from gan.errors import CheckpointError
+    from gan.metrics.classifier import classifier_path, load_classifier, save_classifier, train_classifier
+
+    path = classifier_path(run_dir)
+    if path.is_file():
+        model, meta = load_classifier(path, device)
+        if list(meta["domains"]) != list(data.domains):
+            raise CheckpointError(f"{path}: trained for domains {meta['domains']}, this run has {data.domains}")
+        return model
+    c = cfg.metrics.classifier
+    model, report = train_classifier(data, device, c.steps, c.batch_size, c.lr, c.seed, c.width, progress)
+    save_classifier(path, model, report, data.domains)
+    log.info("domain classifier saved to %s (held-out accuracy %.3f)", path, report.heldout_accuracy)
+    return model
+
+
+def build_extractor(
+    kind: str, cfg: Any, device: torch.device, classifier: nn.Module | None, classifier_source: str = ""
+) -> FeatureExtractor:
+    """``inception`` (weights per ``cfg.metrics``), ``classifier``, or ``auto``: Inception when its weights file is
+    found, else the classifier with a warning that says under which tags the numbers go."""
+    from gan.metrics.features import ClassifierExtractor, InceptionExtractor
+    from gan.metrics.inception import WeightsError
+
+    m = cfg.metrics
+    if kind in ("inception", "auto"):
+        try:
+            return InceptionExtractor(m.inception_weights or None, m.protocol, device, m.fast_inception)
+        except WeightsError as exc:
+            if kind == "inception" or classifier is None:
+                raise
+            log.warning(
+                "%s; using the domain classifier's features instead, logged as eval/classifier_fd/* and "
+                "eval/classifier_kd/mean (not comparable with Inception FID)",
+                exc,
+            )
+    if classifier is None:
+        raise ValueError("the classifier feature extractor needs a trained domain classifier")
+    return ClassifierExtractor(classifier, device, classifier_source)
+
+
+def stats_cache_for(cfg: Any, extractor: FeatureExtractor) -> StatsCache | None:
+    """The on-disk cache of real-image features for Inception extractors (classifier features change per run)."""
+    if extractor.info["extractor"] != "inception":
+        return None
+    return StatsCache(Path(cfg.metrics.stats_cache) if cfg.metrics.stats_cache else default_stats_cache())

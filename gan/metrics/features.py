@@ -1,0 +1,187 @@
+"""Feature extractors for FID/KID (the Inception network, or a trained domain classifier when working offline) and
+the batched feature computation over image folders and tensors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gan.data.base import load_rgb
+from gan.errors import DataError
+from gan.metrics.inception import (
+    FEATURE_DIM,
+    PROTOCOLS,
+    SHA256_PREFIX,
+    find_weights,
+    fold_batchnorm,
+    load_inception,
+    preprocess,
+    sha256_of,
+)
+
+log = logging.getLogger(__name__)
+
+# pytorch-fid's file selection: these suffixes (any case here), one folder level, sorted by name.
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+
+
+class FeatureExtractor(Protocol):
+    """uint8 (N, 3, H, W) images -> (N, dims) features; ``info`` names what was measured and how."""
+
+    info: dict[str, Any]
+
+    def __call__(self, images: Tensor) -> Tensor: ...
+
+
+def _metric_precision(device: torch.device):
+    """Full float32 convolutions on CUDA: TF32 would move FID by far more than the reference tolerance."""
+    if device.type == "cuda":
+        return torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False)
+    return nullcontext()
+
+
+class InceptionExtractor:
+    """The FID Inception network under a named preprocessing protocol (``pytorch_fid`` or ``tf1``).
+
+    ``fast`` folds BatchNorm into the convolutions and runs channels-last (about 2x faster on CPU); features then
+    differ from pytorch-fid's by float32 rounding (~1e-7 relative). ``fast=False`` reproduces them bit for bit on CPU.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        protocol: str = "pytorch_fid",
+        device: torch.device | str = "cpu",
+        fast: bool = True,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown FID protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
+        path = find_weights(weights)
+        digest = sha256_of(path)
+        if not digest.startswith(SHA256_PREFIX):
+            # Loadable weights with the right layout but another hash: results are recorded with the hash, not refused.
+            log.warning(
+                "%s: sha256 %s... is not the published %s...; FID values will not be comparable with others",
+                path,
+                digest[:8],
+                SHA256_PREFIX,
+            )
+        self.device = torch.device(device)
+        self.protocol, self.fast = protocol, fast
+        net = load_inception(path, "cpu")
+        if fast:
+            net = fold_batchnorm(net).to(memory_format=torch.channels_last)
+        self.net = net.to(self.device)
+        self.dims = FEATURE_DIM
+        self.info = {
+            "extractor": "inception",
+            "protocol": protocol,
+            "weights": str(path),
+            "weights_sha256": digest[:16],
+            "official_weights": digest.startswith(SHA256_PREFIX),
+            "dims": FEATURE_DIM,
+        }
+
+    def __call__(self, images: Tensor) -> Tensor:
+        x = preprocess(images.to(self.device), self.protocol)
+        if self.fast:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), _metric_precision(self.device):
+            return self.net(x).float()
+
+
+class ClassifierExtractor:
+    """Penultimate features of a trained domain classifier: an offline stand-in, logged under its own name.
+
+    Distances on these features are *not* Inception FID; they compare runs of one project on one dataset only.
+    """
+
+    def __init__(self, classifier: nn.Module, device: torch.device | str = "cpu", source: str = "") -> None:
+        self.device = torch.device(device)
+        self.net = classifier.to(self.device)
+        self.dims = int(classifier.feature_dim)
+        self.info = {"extractor": "classifier", "protocol": "classifier", "weights": source, "dims": self.dims}
+
+    def __call__(self, images: Tensor) -> Tensor:
+        x = images.to(self.device).float().div(127.5).sub(1.0)  # the [-1, 1] range the classifier was trained on
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.inference_mode():
+                return self.net.features(x).float()
+        finally:
+            self.net.train(was_training)
+
+
+def features_of(
+    extractor: FeatureExtractor,
+    batches: Iterable[Tensor],
+    total: int | None = None,
+    desc: str = "features",
+    progress: bool = False,
+) -> np.ndarray:
+    """Run ``extractor`` over uint8 batches; float64 (N, dims) features in input order."""
+    from tqdm.auto import tqdm
+
+    out: list[np.ndarray] = []
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for batch in batches:
+            out.append(extractor(batch).cpu().double().numpy())
+            bar.update(len(batch))
+    if not out:
+        raise ValueError("no images to compute features of")
+    return np.concatenate(out)
+
+
+def tensor_batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
+    """Consecutive slices of an in-memory uint8 tensor."""
+    for start in range(0, images.shape[0], batch_size):
+        yield images[start : start + batch_size]
+
+
+# ------------------------------------------------------------------------------------------------ image folders
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (not recursive), sorted by name, as pytorch-fid selects them."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def read_uint8(path: Path) -> Tensor:
+    """An image file as a uint8 (3, H, W) tensor (RGB); unreadable files raise a DataError naming them."""
+    array = np.asarray(load_rgb(path), dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def file_batches(files: Sequence[Path], batch_size: int) -> Iterator[Tensor]:
+    """uint8 batches of files in order; a batch is cut early where the image size changes (no resizing here:
+    the protocol resizes inside the metric, as the references do)."""
+    batch: list[Tensor] = []
+    for path in files:
+        image = read_uint8(path)
+        if batch and (len(batch) == batch_size or image.shape != batch[0].shape):
+            yield torch.stack(batch)
+            batch = []
+        batch.append(image)
+    if batch:
+        yield torch.stack(batch)
+
+
+def folder_features(
+    extractor: FeatureExtractor, folder: Path, batch_size: int = 50, progress: bool = False
+) -> np.ndarray:
+    """Features of every image in ``folder`` (see :func:`list_images`)."""
+    files = list_images(folder)
+    return features_of(extractor, file_batches(files, batch_size), len(files), desc=folder.name, progress=progress)
