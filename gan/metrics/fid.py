@@ -77,11 +77,14 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     Round-off leaves the (near-)zero eigenvalues slightly negative or as conjugate pairs with tiny imaginary parts
     (rank-deficient covariances, N <= d, have d - N + 1 of them). The principal complex square root maps a negative
     real eigenvalue to ``i·sqrt(|λ|)``, whose real part is 0: taking the real part clips them to zero, which is also
-    what torch-fidelity does (``np.sqrt(eigvals.astype(complex128)).real``), so the two agree on such inputs.
+    what torch-fidelity does (``np.sqrt(eigvals.astype(complex128)).real``), so the two agree on such inputs. The
+    tiny positive ones still add ``sqrt(round-off)`` each: a bias of ~2e-8..4e-8 relative in ``tr sqrt(S1 S2)`` on
+    rank-deficient inputs, which ``sqrtm`` shares (measured against 40-digit mpmath).
 
-    ``torch.linalg.eigvals`` (MKL) rather than ``np.linalg.eigvals`` (OpenBLAS) because it was faster at d=2048 on
-    the 2-core CPU machine (float64, 2 threads, best of 3; N features per set): N=10000 3.1 s vs 5.5 s,
-    N=3000 4.8 s vs 4.9 s, N=1000 4.0 s vs 4.9 s. scipy 1.17 ``sqrtm`` took 14 s.
+    ``torch.linalg.eigvals`` (MKL) rather than ``np.linalg.eigvals`` (OpenBLAS): faster at d=2048 on the 2-core CPU
+    machine (float64, 2 threads, 3 calls x 2 processes each; N features per set): N=10000 3.4-3.6 s vs 5.5-5.9 s,
+    N=3000 4.7-5.3 s vs 4.8-5.2 s, N=1000 4.0-4.2 s vs 5.0-5.1 s; scipy 1.17 ``sqrtm`` 14 s. Other load on those two
+    cores slows either library's threaded LAPACK many-fold, so time on a quiet machine.
     """
     eigenvalues = torch.linalg.eigvals(torch.from_numpy(sigma1 @ sigma2))  # complex128 for float64 input
     return float(torch.sqrt(eigenvalues).real.sum())
@@ -95,8 +98,8 @@ def frechet_distance(
 ) -> float:
     """Fréchet distance ``|mu1 - mu2|² + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2)`` between two Gaussians, in float64.
 
-    Agrees with the ``scipy.linalg.sqrtm`` formula (pytorch-fid) to ~1e-15 relative on full-rank covariances and
-    ~1e-9 on rank-deficient ones (tests/test_fid.py). float32 is not enough: ~1 % error on rank-deficient inputs.
+    Agrees with the ``scipy.linalg.sqrtm`` formula (pytorch-fid) to <= 1e-14 relative on full-rank covariances and
+    <= 7e-9 on rank-deficient ones (tests/test_fid.py). float32 is not enough: ~1 % error on rank-deficient inputs.
     """
     m1, s1, m2, s2 = (_float64(v, n) for v, n in ((mu1, "mu1"), (sigma1, "sigma1"), (mu2, "mu2"), (sigma2, "sigma2")))
     _check_statistics(m1, s1, m2, s2)
@@ -109,10 +112,11 @@ def frechet_distance(
 def frechet_distance_from_features(f1: np.ndarray | torch.Tensor, f2: np.ndarray | torch.Tensor) -> float:
     """Fréchet distance between the Gaussians fitted to two ``(N, d)`` feature sets.
 
-    There is no separate path for N < d: the nuclear norm of ``X1 X2ᵀ / sqrt((N1-1)(N2-1))`` (centred features)
-    equals ``tr sqrt(S1 S2)`` and is exact (1e-16 relative against a 40-digit mpmath reference at d=256, N=100),
-    but then it disagrees with sqrtm and the eigenvalue route, which both carry the same ~4e-8 round-off bias
-    there; we keep one path whose numbers match pytorch-fid and torch-fidelity.
+    No separate path for N < d, on purpose. The nuclear norm of ``X1 X2ᵀ / sqrt((N1-1)(N2-1))`` (centred features)
+    equals ``tr sqrt(S1 S2)`` and is the most accurate (<= 2e-16 relative to 40-digit mpmath, d=128 N=60/80 and
+    d=256 N=100, where sqrtm and eigvals are 2e-8..4e-8 high), but it therefore differs from sqrtm (pytorch-fid) by
+    1.9e-8 and 3.7e-8, more than the eigenvalue route does (3.6e-9, 3.6e-10): one path keeps the numbers that
+    pytorch-fid and torch-fidelity give.
     """
     return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
 
@@ -172,7 +176,7 @@ def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (no pickles); any problem is a one-line ``DataError`` naming the file."""
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: {what} file not found")
     try:
         data = np.load(path, allow_pickle=False)
@@ -189,7 +193,7 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
 
 def _numeric(arrays: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
     if name not in arrays:
-        raise DataError(f"{path}: no '{name}' array in the statistics file (it has: {', '.join(arrays) or 'nothing'})")
+        raise DataError(f"{path}: no '{name}' array in the file (it has: {', '.join(arrays) or 'nothing'})")
     array = arrays[name]
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise DataError(f"{path}: '{name}' is not numeric (dtype {array.dtype})")
@@ -209,6 +213,8 @@ def save_stats(
     m, s = _float64(mu, "mu"), _float64(sigma, "sigma")
     if m.ndim != 1 or s.shape != (m.size, m.size):
         raise ValueError(f"mu must be (d,) and sigma (d, d), got {m.shape} and {s.shape}")
+    if not (np.isfinite(m).all() and np.isfinite(s).all()):
+        raise ValueError("mu or sigma contains NaN or inf")  # load_stats would refuse the file
     _write_npz_atomic(Path(path), {"mu": m, "sigma": s, **_encode_meta(meta or {})})
 
 
@@ -247,12 +253,12 @@ class StatsKey:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"StatsKey.{name} must be a positive int, got {value!r}")
 
-    def fields(self) -> dict[str, MetaValue]:
+    def as_dict(self) -> dict[str, MetaValue]:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
         """A short hash of every field, exactly as given (before any file-name sanitising)."""
-        return hashlib.sha256(json.dumps(self.fields(), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _safe(text: str, limit: int = 48) -> str:
@@ -292,7 +298,7 @@ class StatsCache:
 
     def put(self, key: StatsKey, mu: np.ndarray | torch.Tensor, sigma: np.ndarray | torch.Tensor) -> Path:
         path = self.path_for(key)
-        save_stats(path, mu, sigma, meta=key.fields())
+        save_stats(path, mu, sigma, meta=key.as_dict())
         return path
 
     def get_features(self, key: StatsKey) -> np.ndarray | None:
@@ -315,13 +321,13 @@ class StatsCache:
         if x.ndim != 2:
             raise ValueError(f"features must have shape (N, d), got {x.shape}")
         path = self.features_path_for(key)
-        _write_npz_atomic(path, {"features": x, **_encode_meta(key.fields())})
+        _write_npz_atomic(path, {"features": x, **_encode_meta(key.as_dict())})
         return path
 
     @staticmethod
     def _matches(path: Path, key: StatsKey, meta: dict[str, MetaValue]) -> bool:
-        stored = {name: meta.get(name) for name in key.fields()}
-        if stored != key.fields():
-            log.warning("ignoring cache file %s: it was written for %s, not %s", path, stored, key.fields())
+        stored = {name: meta.get(name) for name in key.as_dict()}
+        if stored != key.as_dict():
+            log.warning("ignoring cache file %s: it was written for %s, not %s", path, stored, key.as_dict())
             return False
         return True
