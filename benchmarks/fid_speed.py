@@ -52,10 +52,24 @@ def ours(a: Path, b: Path, device: str, weights: Path, batch: int) -> float:
 
 
 def reference(a: Path, b: Path, device: str) -> float:
+    import inspect
+
+    import scipy.linalg
+    from pytorch_fid import fid_score
     from pytorch_fid.fid_score import calculate_fid_given_paths
 
+    if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:  # scipy >= 1.18 removed it; pytorch-fid uses it
+        original = scipy.linalg.sqrtm
+        fid_score.linalg.sqrtm = lambda m, disp=True: original(m) if disp else (original(m), None)
+
     workers = min(8, len(os.sched_getaffinity(0)))  # what `python -m pytorch_fid` uses
-    return float(calculate_fid_given_paths([str(a), str(b)], 50, device, 2048, num_workers=workers))
+    # TF32 off as in ours: with it (torch's default for cuDNN) pytorch-fid's GPU features move by ~7e-4 relative
+    # (H100, measured), and the values would no longer be comparable.
+    tf32, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+    try:
+        return float(calculate_fid_given_paths([str(a), str(b)], 50, device, 2048, num_workers=workers))
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def main() -> None:

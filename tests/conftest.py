@@ -95,3 +95,22 @@ def write_images(folder: Path, count: int, size: int, seed: int, shift: float = 
         image = np.kron(coarse, np.ones((4, 4, 1))) * 180 + rng.normal(0, 20, (size, size, 3))
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i:04d}.png")
     return folder
+
+
+@pytest.fixture
+def pytorch_fid_sqrtm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytorch-fid 0.3.0 calls ``sqrtm(..., disp=False)``, which scipy 1.18 removed; give it the old signature."""
+    import inspect
+
+    import scipy.linalg
+    from pytorch_fid import fid_score
+
+    if "disp" in inspect.signature(scipy.linalg.sqrtm).parameters:
+        return
+    original = scipy.linalg.sqrtm
+
+    def sqrtm(matrix, disp=True, **kwargs):
+        result = original(matrix, **kwargs)
+        return result if disp else (result, None)
+
+    monkeypatch.setattr(fid_score.linalg, "sqrtm", sqrtm)

@@ -70,7 +70,7 @@ def test_identical_inputs_give_zero(n, d):
 
 @pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
 @pytest.mark.parametrize("n1, n2, d", [(500, 500, 64), (60, 80, 128)])
-def test_matches_pytorch_fid(n1, n2, d):
+def test_matches_pytorch_fid(n1, n2, d, pytorch_fid_sqrtm):
     from pytorch_fid.fid_score import calculate_frechet_distance
 
     stats = stats_pair(n1, n2, d)
@@ -181,7 +181,7 @@ def test_save_load_round_trip_exact_name(tmp_path, name):
 
 
 @pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
-def test_pytorch_fid_reads_our_stats_files(tmp_path):
+def test_pytorch_fid_reads_our_stats_files(tmp_path, pytorch_fid_sqrtm):
     """pytorch-fid's ``calculate_fid_given_paths`` builds its InceptionV3 (a download) even for .npz inputs, so
     this uses the function it hands each path to, which never touches the model for a .npz, then its distance."""
     from pytorch_fid.fid_score import calculate_frechet_distance, compute_statistics_of_path

@@ -57,7 +57,7 @@ def test_features_equal_pytorch_fid_bitwise(hub_weights: Path):
     torch.testing.assert_close(fast, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
-def test_fid_equals_pytorch_fid(hub_weights: Path, image_sets: tuple[Path, Path]):
+def test_fid_equals_pytorch_fid(hub_weights: Path, image_sets: tuple[Path, Path], pytorch_fid_sqrtm):
     from pytorch_fid.fid_score import calculate_fid_given_paths
 
     a, b = image_sets

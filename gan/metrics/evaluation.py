@@ -312,7 +312,7 @@ class RealFeatures:
 
     def key(self, domain: int) -> StatsKey:
         info = self.extractor.info
-        extractor = f"{info['extractor']}-{info.get('weights_sha256', 'na')}"
+        extractor = "-".join(str(info.get(k, "na")) for k in ("extractor", "weights_sha256", "variant"))
         return StatsKey(
             f"{self.dataset}-{self.data.domains[domain]}-{self._fingerprint(domain)}",
             self.split,
