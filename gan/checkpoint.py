@@ -72,17 +72,30 @@ FORMAT = "spectral-gan/1"
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; a missing, corrupt or foreign file is a CheckpointError."""
-    path = Path(path)
+    return load_marked(Path(path), FORMAT, REQUIRED_KEYS, "checkpoint", "spectral-gan checkpoint", map_location)
+
+
+def load_marked(
+    path: Path,
+    format_tag: str,
+    required: tuple[str, ...],
+    what: str,
+    kind: str,
+    map_location: str | torch.device = "cpu",
+    not_found: str = "",
+) -> dict[str, Any]:
+    """A dict saved with a ``format`` marker, read with ``weights_only=True``; every problem (missing, unreadable,
+    foreign, incomplete) is a one-line CheckpointError naming the file. ``not_found`` says how to make one."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+        raise CheckpointError(f"{path}: {what} not found{'; ' + not_found if not_found else ''}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+    except Exception as exc:  # torch raises many types for corrupt, foreign or unsafe (pickled object) files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a spectral-gan checkpoint (no '{FORMAT}' format marker)")
-    missing = [key for key in REQUIRED_KEYS if key not in state]
+        raise CheckpointError(f"{path}: not a readable {what} ({reason[:200]})") from None
+    if not isinstance(state, dict) or state.get("format") != format_tag:
+        raise CheckpointError(f"{path}: not a {kind} (no '{format_tag}' format marker)")
+    missing = [key for key in required if key not in state]
     if missing:
-        raise CheckpointError(f"{path}: checkpoint is missing {', '.join(missing)}")
+        raise CheckpointError(f"{path}: {what} is missing {', '.join(missing)}")
     return state

@@ -339,13 +339,7 @@ def _folder_kid(args: argparse.Namespace, extractor: Any, m: Any) -> int:
 def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     """fid / kid / accuracy of a checkpoint's translations, per target domain (see gan.metrics.evaluation)."""
     from gan.data import build_data
-    from gan.metrics.evaluation import (
-        RealFeatures,
-        build_extractor,
-        dataset_id,
-        evaluate_translations,
-        stats_cache_for,
-    )
+    from gan.metrics.evaluation import RealFeatures, build_extractor, evaluate_translations, stats_cache_for
 
     device = _pick_device(args.device)
     G, cfg, state = load_generator(args.checkpoint, device, ema=not args.no_ema)
@@ -361,17 +355,7 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     if metric != "accuracy":
         extractor = build_extractor("inception", cfg, device, None)
         cache = None if args.no_cache else stats_cache_for(cfg, extractor)
-        reals = RealFeatures(
-            data,
-            extractor,
-            dataset_id(cfg.data),
-            cfg.metrics.real_split,
-            cfg.data.image_size,
-            num_images,
-            cfg.metrics.batch_size,
-            cache,
-            progress=True,
-        )
+        reals = RealFeatures.for_config(data, extractor, cfg, num_images, cache, progress=True)
     m = cfg.metrics
     scores = evaluate_translations(
         G,

@@ -259,12 +259,10 @@ def paired_l1(G: nn.Module, trainer: Trainer, num_images: int) -> float:
     return paired_scores(G, trainer.domain_vector, trainer.data.paired, trainer.device, num_images)[0]
 
 
-class PairedL1Hook(Hook):
-    """``eval/paired_l1`` and ``eval/paired_psnr`` on the synthetic domains' paired ground truth, also at step 0."""
+class EvalHook(Hook):
+    """An evaluation that also runs at step 0 of a fresh run and at the end; ``history`` holds (step, result)."""
 
-    def __init__(self, writer: RunWriter, every: int, num_images: int) -> None:
-        self.writer, self.every, self.num_images = writer, every, num_images
-        self.history: list[tuple[int, float]] = []
+    history: list[tuple[int, Any]]
 
     def on_fit_start(self, trainer: Trainer) -> None:
         if trainer.step == 0:
@@ -274,6 +272,14 @@ class PairedL1Hook(Hook):
         # The final value, also when the run length is not a multiple of ``every`` or it was stopped early.
         if not self.history or self.history[-1][0] != trainer.step:
             self.after_step(trainer)
+
+
+class PairedL1Hook(EvalHook):
+    """``eval/paired_l1`` and ``eval/paired_psnr`` on the synthetic domains' paired ground truth, also at step 0."""
+
+    def __init__(self, writer: RunWriter, every: int, num_images: int) -> None:
+        self.writer, self.every, self.num_images = writer, every, num_images
+        self.history: list[tuple[int, float]] = []
 
     def after_step(self, trainer: Trainer) -> None:
         from gan.metrics.evaluation import paired_scores
@@ -298,7 +304,7 @@ class PairedL1Hook(Hook):
 
 
 # ----------------------------------------------------------------------------------------------------- fid
-class FidHook(Hook):
+class FidHook(EvalHook):
     """FID/KID per target domain and domain accuracy of the sampling G (EMA if on), in eval mode, in a forked RNG:
     training state (weights, SN vectors, norm buffers, RNG streams) is untouched. Also at step 0 and at the end.
 
@@ -314,38 +320,15 @@ class FidHook(Hook):
         self._parts: tuple[Any, Any, Any] | None = None  # (classifier, extractor, real features), built lazily
 
     def _setup(self, trainer: Trainer) -> tuple[Any, Any, Any]:
-        from gan.metrics.evaluation import (
-            RealFeatures,
-            build_extractor,
-            dataset_id,
-            obtain_classifier,
-            stats_cache_for,
-        )
+        from gan.metrics.evaluation import RealFeatures, build_extractor, obtain_classifier, stats_cache_for
 
         cfg, data = self.cfg, trainer.data
         classifier = obtain_classifier(self.run_dir, data, cfg, trainer.device, cfg.train.progress)
         extractor = build_extractor(
             cfg.hooks.fid.extractor, cfg, trainer.device, classifier, str(self.run_dir / "classifier.pt")
         )
-        reals = RealFeatures(
-            data,
-            extractor,
-            dataset_id(cfg.data),
-            cfg.metrics.real_split,
-            cfg.data.image_size,
-            cfg.hooks.fid.num_images,
-            cfg.metrics.batch_size,
-            stats_cache_for(cfg, extractor),
-        )
+        reals = RealFeatures.for_config(data, extractor, cfg, cfg.hooks.fid.num_images, stats_cache_for(cfg, extractor))
         return classifier, extractor, reals
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        if trainer.step == 0:
-            self.after_step(trainer)
-
-    def on_fit_end(self, trainer: Trainer) -> None:
-        if not self.history or self.history[-1][0] != trainer.step:
-            self.after_step(trainer)
 
     def after_step(self, trainer: Trainer) -> None:
         from gan.metrics.evaluation import evaluate_translations

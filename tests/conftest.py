@@ -114,3 +114,12 @@ def pytorch_fid_sqrtm(monkeypatch: pytest.MonkeyPatch) -> None:
         return result if disp else (result, None)
 
     monkeypatch.setattr(fid_score.linalg, "sqrtm", sqrtm)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions on a shared 2-core machine run several times faster on one thread than on two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

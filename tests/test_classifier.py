@@ -27,13 +27,7 @@ CPU = torch.device("cpu")
 HELDOUT = ["data.synthetic.test_images_per_domain=32"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny convolutions on a shared 2-core machine run several times faster on one thread than on two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(tmp_path_factory, overrides=(), train_flip=False) -> DataBundle:

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from gan.checkpoint import atomic_save
+from gan.checkpoint import atomic_save, load_marked
 from gan.data.base import DataBundle
 from gan.errors import CheckpointError
 
@@ -271,19 +271,15 @@ def save_classifier(path: Path, model: DomainClassifier, report: ClassifierRepor
 
 def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
     """The file's payload with its format and keys checked; every problem is a one-line CheckpointError."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: domain classifier not found; train one with `{HOW_TO_TRAIN}`")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt, foreign or unsafe (pickled object) files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable classifier file ({reason[:200]})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a spectral-gan domain classifier (no '{FORMAT}' format marker)")
-    missing = [key for key in REQUIRED_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(f"{path}: classifier file is missing {', '.join(missing)}")
-    return payload
+    return load_marked(
+        path,
+        FORMAT,
+        REQUIRED_KEYS,
+        "classifier file",
+        "spectral-gan domain classifier",
+        map_location,
+        not_found=f"train one with `{HOW_TO_TRAIN}`",
+    )
 
 
 def _build(path: Path, payload: dict[str, Any]) -> DomainClassifier:

@@ -310,6 +310,30 @@ class RealFeatures:
         self.batch_size, self.progress = batch_size, progress
         self._memory: dict[int, np.ndarray] = {}
 
+    @classmethod
+    def for_config(
+        cls,
+        data: DataBundle,
+        extractor: FeatureExtractor,
+        cfg: Any,
+        count: int,
+        cache: StatsCache | None,
+        progress: bool = False,
+    ) -> RealFeatures:
+        """The real images a run's config selects (``metrics.real_split`` at ``data.image_size``)."""
+        m = cfg.metrics
+        return cls(
+            data,
+            extractor,
+            dataset_id(cfg.data),
+            m.real_split,
+            cfg.data.image_size,
+            count,
+            m.batch_size,
+            cache,
+            progress,
+        )
+
     def key(self, domain: int) -> StatsKey:
         info = self.extractor.info
         extractor = "-".join(str(info.get(k, "na")) for k in ("extractor", "weights_sha256", "variant"))
