@@ -45,15 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--no-ema", action="store_true", help="use the trained G even when an EMA copy exists")
 
-    for name, what in (("fid", "Frechet Inception Distance"), ("kid", "Kernel Inception Distance")):
+    for name, what, inputs in (
+        ("fid", "Frechet Inception Distance", "two image folders (or pytorch-fid .npz statistics)"),
+        ("kid", "Kernel Inception Distance", "two image folders"),
+    ):
         f = sub.add_parser(
             name,
-            help=f"{what}: two image folders (or .npz statistics for fid), or a checkpoint's translations",
-            description=f"{what} with the FID Inception network (weights never downloaded). Either two paths "
-            "(folders of images; for fid also pytorch-fid .npz statistics), or --checkpoint: held-out images "
-            "translated into each target domain, compared with that domain's real images (per domain and mean).",
+            help=f"{what}: {inputs}, or a checkpoint's translations per target domain",
+            description=f"{what} with the FID Inception network (weights never downloaded). Either {inputs}, or "
+            "--checkpoint: held-out images translated into each target domain, compared with that domain's real "
+            "images (per domain and mean; also KID, domain accuracy and paired scores).",
         )
-        f.add_argument("paths", nargs="*", type=Path, metavar="PATH", help="two image folders (or .npz for fid)")
+        f.add_argument("paths", nargs="*", type=Path, metavar="PATH", help=inputs)
         _checkpoint_options(f)
         _inception_options(f)
         if name == "fid":

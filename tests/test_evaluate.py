@@ -162,3 +162,10 @@ def test_train_classifier_then_accuracy(checkpoint, tmp_path, capsys):
     assert all(d["num_fake"] == 8 for d in result["domains"].values())  # 3 x 4 held-out images, 4 per source domain
     assert evaluate_main(["accuracy", "--checkpoint", str(checkpoint), "--classifier", str(tmp_path / "none.pt")]) == 2
     assert "train-classifier" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["translate", "fid", "kid", "accuracy", "train-classifier", "paired-l1"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main([command, "--help"])
+    assert exit_info.value.code == 0 and "--checkpoint" in capsys.readouterr().out
