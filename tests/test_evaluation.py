@@ -4,6 +4,7 @@ cache. Generators, classifiers and feature extractors are fakes whose outputs ar
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -624,3 +625,18 @@ def test_too_few_images_for_fid_names_the_domain():
     with pytest.raises(DataError, match="domain outline: 7 translated and 1 real images"):
         evaluate_translations(generator, domain_vector_for(False), data, MeanExtractor(),
                               lambda d: np.ones((1 if d == 1 else 5, 3)), CPU, 10)  # fmt: skip
+
+
+def test_real_features_key_follows_image_files(tmp_path):
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(paths[-1])
+    labels = torch.tensor([0, 1, 0, 1])
+    train = ImageFileDataset(paths, labels, image_transform(S, flip=True))
+    data = DataBundle(train, train, ["a", "b"], False, None)
+    reals = RealFeatures(data, MeanExtractor(), "folder-abc", "train", S, 2, 2, None)
+    before = (reals.key(0), reals.key(1))
+    assert reals(0).shape == (2, 3)
+    os.utime(paths[1], ns=(0, 123))  # touch a file of domain b only
+    assert reals.key(0) == before[0] and reals.key(1) != before[1]
