@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         _checkpoint_options(f)
         _inception_options(f)
         if name == "fid":
+            f.add_argument("--force", action="store_true", help="with --save-stats: replace an existing file")
             f.add_argument(
                 "--save-stats",
                 action="store_true",
@@ -282,14 +283,21 @@ def _path_statistics(path: Path, extractor: Any, batch_size: int) -> tuple[Any, 
 
     if path.suffix.lower() == ".npz":
         mu, sigma, meta = load_stats(path)
-        recorded = meta.get("protocol")
-        if recorded and recorded != extractor.info["protocol"]:
-            raise DataError(
-                f"{path}: statistics of protocol {recorded}, but this run uses {extractor.info['protocol']}"
-            )
+        for key in ("protocol", "weights_sha256"):  # recorded in files we wrote; pytorch-fid's files have none
+            recorded, ours = meta.get(key), extractor.info.get(key)
+            if recorded is not None and recorded != ours:
+                raise DataError(f"{path}: statistics of {key} {recorded}, but this run uses {ours}")
+        if mu.shape[0] != extractor.info["dims"]:
+            raise DataError(f"{path}: {mu.shape[0]}-d statistics, but the FID features are {extractor.info['dims']}-d")
         return mu, sigma, meta.get("count")
     features = folder_features(extractor, path, batch_size, progress=True)
+    _need_two(path, len(features))
     return (*feature_statistics(features), len(features))
+
+
+def _need_two(path: Path, count: int) -> None:
+    if count < 2:
+        raise DataError(f"{path}: {count} image; FID and KID need at least 2")
 
 
 def _save_stats(args: argparse.Namespace, extractor: Any, batch_size: int) -> int:
@@ -299,7 +307,10 @@ def _save_stats(args: argparse.Namespace, extractor: Any, batch_size: int) -> in
     folder, out = args.paths
     if out.suffix.lower() != ".npz":
         raise UserError(f"{out}: --save-stats writes a .npz file; give FOLDER OUT.npz")
+    if out.exists() and not args.force:
+        raise UserError(f"{out}: exists; pass --force to replace it")
     features = folder_features(extractor, folder, batch_size, progress=True)
+    _need_two(folder, len(features))
     meta = {k: v for k, v in extractor.info.items() if isinstance(v, (str, int, float))}
     save_stats(out, *feature_statistics(features), meta={**meta, "count": len(features), "source": str(folder)})
     _print_result(
@@ -317,6 +328,8 @@ def _folder_kid(args: argparse.Namespace, extractor: Any, m: Any) -> int:
     if any(p.suffix.lower() == ".npz" for p in args.paths):
         raise UserError("kid: needs the images (features), not .npz statistics")
     f1, f2 = (folder_features(extractor, p, m.batch_size, progress=True) for p in args.paths)
+    for path, features in zip(args.paths, (f1, f2)):
+        _need_two(path, len(features))
     size = min(m.kid_subset_size, len(f1), len(f2))
     if size < m.kid_subset_size:
         log.warning("kid: subset size %d capped at the %d images available", m.kid_subset_size, size)
@@ -350,7 +363,7 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     data = build_data(cfg.data, train_flip=False)
     if list(data.domains) != list(state["domains"]):
         raise DataError(f"{args.checkpoint}: trained on domains {state['domains']}, the data now has {data.domains}")
-    num_images = args.num_images or cfg.hooks.fid.num_images
+    num_images = cfg.hooks.fid.num_images if args.num_images is None else args.num_images
     if num_images < 2:
         raise UserError(f"--num-images: FID needs at least 2 images per domain, got {num_images}")
     classifier = _run_classifier(args, data, device, required=metric == "accuracy")
@@ -385,16 +398,15 @@ def _float_labels(labels: torch.Tensor) -> torch.Tensor:
 
 def _run_classifier(args: argparse.Namespace, data: Any, device: torch.device, required: bool) -> nn.Module | None:
     """The domain classifier (``--classifier`` or ``<run>/classifier.pt``); optional except for ``accuracy``."""
-    from gan.errors import CheckpointError
     from gan.metrics.classifier import classifier_path, load_classifier
+    from gan.metrics.evaluation import check_classifier
 
     path = getattr(args, "classifier", None) or classifier_path(run_dir_of(args.checkpoint))
     if not path.is_file() and not required:
         log.info("no domain classifier at %s: domain accuracy not measured (evaluate.py train-classifier)", path)
         return None
     model, meta = load_classifier(path, device)
-    if list(meta["domains"]) != list(data.domains):
-        raise CheckpointError(f"{path}: classifier for domains {meta['domains']}, the model has {data.domains}")
+    check_classifier(path, meta, data)
     report = meta["report"]
     log.info("domain classifier %s: held-out accuracy %.4f", path, report.get("heldout_accuracy", float("nan")))
     return model

@@ -212,7 +212,9 @@ class LipschitzHook(Hook):
 def held_out_batch(trainer: Trainer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` test images evenly spaced over the test set (which is ordered by domain), with their labels."""
     test = trainer.data.test
-    picks = torch.linspace(0, len(test) - 1, min(count, len(test))).round().long().unique()
+    from gan.metrics.evaluation import spread
+
+    picks = spread(torch.arange(len(test)), count)
     items = [test[int(i)] for i in picks]
     images = torch.stack([x for x, _ in items]).to(trainer.device)
     labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(trainer.device)
@@ -269,8 +271,9 @@ class EvalHook(Hook):
             self.after_step(trainer)
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        # The final value, also when the run length is not a multiple of ``every`` or it was stopped early.
-        if not self.history or self.history[-1][0] != trainer.step:
+        # The final value when the run length is not a multiple of ``every``; not after a stop request or an error
+        # (it would delay the checkpoint that Ctrl-C/SIGTERM promise, or score a diverged G).
+        if trainer.completed and (not self.history or self.history[-1][0] != trainer.step):
             self.after_step(trainer)
 
 

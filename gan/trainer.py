@@ -99,6 +99,7 @@ class Trainer:
         # Accumulates "some loss was non-finite" on the device, so the NaN guard needs no per-step sync.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         self.stop_requested = False
+        self.completed = False  # set when fit() ends: True if it ran to train.steps without a stop or an error
 
     # ------------------------------------------------------------------------------------------------- set-up
     def _make_ema(self) -> nn.Module | None:
@@ -253,6 +254,7 @@ class Trainer:
         self.D.train()
         for hook in self.hooks:
             hook.on_fit_start(self)
+        completed = False
         try:
             for batch in self.make_loader():
                 self.train_step(batch)
@@ -262,7 +264,11 @@ class Trainer:
                 if self.stop_requested:
                     log.info("stop requested at step %d", self.step)
                     break
+            completed = not self.stop_requested
         finally:
+            # Hooks may skip slow end-of-run work (final evaluations) when the run was stopped or failed, so that
+            # the checkpoint hook saves promptly.
+            self.completed = completed
             for hook in self.hooks:
                 hook.on_fit_end(self)
 

@@ -91,6 +91,10 @@ def test_fid_of_two_folders_and_of_saved_stats(hub_weights, folders, tmp_path, c
     stats = tmp_path / "a.npz"
     assert evaluate_main(["fid", "--save-stats", str(a), str(stats)]) == 0
     assert "wrote statistics of 6 images" in capsys.readouterr().out
+    assert evaluate_main(["fid", "--save-stats", str(b), str(stats)]) == 2  # never overwrites silently
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert evaluate_main(["fid", "--save-stats", str(a), str(stats), "--force"]) == 0
+    capsys.readouterr()
     assert evaluate_main(["fid", str(stats), str(b), "--json"]) == 0
     assert _json_out(capsys)["fid"] == pytest.approx(direct["fid"], rel=1e-12)
     assert evaluate_main(["fid", str(stats), str(b), "--protocol", "tf1"]) == 2
@@ -114,11 +118,15 @@ def test_kid_of_two_folders(hub_weights, folders, capsys):
         (["kid", "x.npz", "y.npz"], "needs the images"),
         (["kid", "a", "b", "--subsets", "0"], "--subsets: must be at least 1"),
         (["fid", "--save-stats", "a", "b.txt"], "writes a .npz file"),
+        (["fid", "one", "one"], "one: 1 image; FID and KID need at least 2"),
+        (["kid", "one", "one"], "one: 1 image; FID and KID need at least 2"),
     ],
 )
 def test_fid_kid_argument_errors(hub_weights, args, needle, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").mkdir()
+    (tmp_path / "one").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "one" / "x.png")
     assert evaluate_main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1

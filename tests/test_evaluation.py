@@ -5,6 +5,7 @@ cache. Generators, classifiers and feature extractors are fakes whose outputs ar
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,6 +131,21 @@ def make_bundle(multi_label: bool, seed: int = 0, paired: PairedSet | None = Non
     return DataBundle(train, test, list(DOMAINS), multi_label, paired)
 
 
+def evenly_spaced(items: list[int], count: int) -> list[int]:
+    """The selection rule written out: all items if there are at most ``count``, else items[floor(k * n / count)]."""
+    n = len(items)
+    return items if n <= count else [items[k * n // count] for k in range(count)]
+
+
+def test_spread_takes_every_source_domain():
+    from gan.metrics.evaluation import spread
+
+    ordered = torch.arange(4).repeat_interleave(64)  # a test set ordered by domain, as the synthetic one is
+    picked = ordered[spread(torch.arange(256), 64)]
+    assert picked.bincount().tolist() == [16, 16, 16, 16]
+    assert spread(torch.arange(5), 9).tolist() == [0, 1, 2, 3, 4]
+
+
 def expected_translation(data: DataBundle, domain: int, num_images: int):
     """(source indices, target vectors, uint8 images) computed by hand with integer arithmetic."""
     labels = data.test.labels
@@ -137,7 +153,7 @@ def expected_translation(data: DataBundle, domain: int, num_images: int):
         members = [bool(labels[i, domain] == 1) for i in range(len(labels))]
     else:
         members = [int(labels[i]) == domain for i in range(len(labels))]
-    sources = [i for i, m in enumerate(members) if not m][:num_images]
+    sources = evenly_spaced([i for i, m in enumerate(members) if not m], num_images)
     if data.multi_label:
         vectors = labels[sources].numpy().copy()
         vectors[:, domain] = 1
@@ -253,7 +269,7 @@ def test_unflipped_leaves_other_datasets_alone():
         (True, 2, 100, 3, True),
     ],
 )
-def test_translate_into_uses_first_non_members_and_quantises(multi_label, domain, num_images, batch_size, training):
+def test_translate_into_uses_spread_non_members_and_quantises(multi_label, domain, num_images, batch_size, training):
     data = make_bundle(multi_label)
     G = ShiftGenerator().train(training)
     sources, vectors, images = expected_translation(data, domain, num_images)
@@ -509,7 +525,7 @@ def test_paired_scores_by_hand(num_images, training):
     l1, psnr = paired_scores(G, domain_vector_for(False), paired, CPU, num_images)
     targets = paired.targets.double().numpy()
     l1s, psnrs = [], []
-    for n in range(min(num_images, len(PAIRED_LABELS))):
+    for n in evenly_spaced(list(range(len(PAIRED_LABELS))), num_images):
         for d in range(len(DOMAINS)):
             if d == int(PAIRED_LABELS[n]):
                 continue
@@ -519,7 +535,7 @@ def test_paired_scores_by_hand(num_images, training):
     assert l1 == pytest.approx(np.mean(l1s), rel=1e-6)
     assert psnr == pytest.approx(np.mean(psnrs), rel=1e-6)
     assert G.modes and not any(G.modes) and G.training is training
-    # G saw only the first num_images held-out images, each once per target domain other than its own.
+    # G saw only num_images held-out images (evenly spaced), each once per target domain other than its own.
     n = min(num_images, len(PAIRED_LABELS))
     assert sum(len(x) for x in G.inputs) == len(l1s) == n * (len(DOMAINS) - 1)
 
@@ -567,7 +583,7 @@ def test_dataset_id(a, b, same):
 
 def expected_real(data: DataBundle, split: str, domain: int, count: int) -> np.ndarray:
     dataset = data.train if split == "train" else data.test
-    members = [i for i in range(len(dataset)) if int(dataset.labels[i]) == domain][:count]
+    members = evenly_spaced([i for i in range(len(dataset)) if int(dataset.labels[i]) == domain], count)
     return dataset.images[members].float().mean(dim=(2, 3)).double().numpy()
 
 
@@ -640,3 +656,42 @@ def test_real_features_key_follows_image_files(tmp_path):
     assert reals(0).shape == (2, 3)
     os.utime(paths[1], ns=(0, 123))  # touch a file of domain b only
     assert reals.key(0) == before[0] and reals.key(1) != before[1]
+
+
+def test_unwritable_cache_is_a_warning_not_a_failure(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    data = make_bundle(False, seed=3)
+    reals = RealFeatures(data, MeanExtractor(), "synthetic-abc", "train", S, 3, 2, StatsCache(blocker / "sub"))
+    assert np.array_equal(reals(1), expected_real(data, "train", 1, 3))
+    assert "cannot write the statistics cache" in caplog.text
+
+
+def test_a_domain_without_real_images_is_named():
+    from gan.errors import DataError
+
+    data = make_bundle(False, seed=3)
+    data.train.labels[data.train.labels == 2] = 0  # no real image of "texture" left in the train split
+    reals = RealFeatures(data, MeanExtractor(), "synthetic-abc", "train", S, 3, 2, None)
+    with pytest.raises(DataError, match="domain texture: fewer than 2 real images in the train split"):
+        reals(2)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ({"domains": ["x", "y", "z"]}, "classifier for domains"),
+        ({"image_size": 2 * S}, f"classifier for {2 * S} px images, the data has {S} px"),
+        ({"multi_label": True}, "a multi-label classifier, the data is single-label"),
+    ],
+)
+def test_classifier_made_for_other_data_is_refused(args, needle):
+    from gan.errors import CheckpointError
+    from gan.metrics.evaluation import check_classifier
+
+    meta = {"domains": args.get("domains", DOMAINS), "args": {"image_size": S, "multi_label": False}}
+    meta["args"].update({k: v for k, v in args.items() if k != "domains"})
+    check_classifier(Path("c.pt"), {"domains": DOMAINS, "args": {"image_size": S, "multi_label": False}},
+                     make_bundle(False))  # fmt: skip
+    with pytest.raises(CheckpointError, match=needle):
+        check_classifier(Path("c.pt"), meta, make_bundle(False))

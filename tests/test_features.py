@@ -78,3 +78,9 @@ def test_classifier_extractor_maps_to_unit_range_and_restores_mode():
     out = extractor(torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 1, 2).expand(1, 3, 1, 2))
     assert probe.seen == (-1.0, 1.0, False) and probe.training
     assert out.shape == (1, 3) and extractor.info["extractor"] == "classifier"
+
+
+def test_sixteen_bit_images_are_refused_not_whitened(tmp_path):
+    Image.fromarray(np.full((4, 4), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    with pytest.raises(DataError, match="deep.png: I;16 image"):
+        read_uint8(tmp_path / "deep.png")

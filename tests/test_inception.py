@@ -150,3 +150,25 @@ def test_unofficial_weights_are_recorded_not_hidden(inception_weights: Path, cap
     extractor = InceptionExtractor(inception_weights)
     assert extractor.info["official_weights"] is False and extractor.info["protocol"] == "pytorch_fid"
     assert "not the published" in caplog.text
+
+
+def test_weights_path_that_is_a_folder(tmp_path: Path):
+    with pytest.raises(WeightsError, match="is a folder"):
+        find_weights(tmp_path)
+
+
+def test_wrong_layout_message_is_short(tmp_path: Path):
+    path = tmp_path / "w.pth"
+    torch.save({"x": torch.zeros(1)}, path)
+    with pytest.raises(WeightsError, match="566 missing, 1 unexpected") as err:
+        load_inception(path)
+    assert len(str(err.value)) < 400
+
+
+def test_auto_extractor_never_replaces_a_configured_path(tmp_path: Path):
+    from gan.config import load_config
+    from gan.metrics.evaluation import build_extractor
+
+    cfg = load_config(overrides=[f"metrics.inception_weights={tmp_path / 'typo.pth'}"])
+    with pytest.raises(WeightsError, match="typo.pth"):
+        build_extractor("auto", cfg, torch.device("cpu"), classifier=torch.nn.Identity())

@@ -135,6 +135,21 @@ def test_fid_hook_leaves_training_state_untouched(tiny, tmp_path, request, extra
     assert restored.history == hook.history
 
 
+def test_final_evaluation_is_skipped_after_a_stop_or_an_error(tiny, tmp_path):
+    from gan.hooks import FidHook
+
+    t = _trainer(tiny, "hooks.fid.extractor=classifier")
+    hooks = [FidHook(_NullWriter(), t.cfg, tmp_path), PairedL1Hook(_NullWriter(), 1, 4)]
+    t.step, t.completed = 3, False  # what fit() leaves after Ctrl-C, SIGTERM or an exception
+    for hook in hooks:
+        hook.on_fit_end(t)
+        assert hook.history == []
+    t.completed = True
+    for hook in hooks:
+        hook.on_fit_end(t)
+        assert [step for step, _ in hook.history] == [3]
+
+
 def test_fid_hook_inception_without_weights_is_a_clear_error(tiny, tmp_path):
     from gan.hooks import FidHook
     from gan.metrics.inception import WeightsError

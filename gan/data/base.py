@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 # What PIL raises for a broken file: OSError covers UnidentifiedImageError and truncated data; some plugins raise
 # ValueError or SyntaxError on malformed headers; DecompressionBombError derives from plain Exception.
+HIGH_BIT_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
@@ -94,6 +95,8 @@ def load_rgb(path: Path) -> Image.Image:
     """Read an image file as RGB; any decoding failure becomes a one-line DataError naming the file."""
     try:
         with Image.open(path) as image:
+            if image.mode in HIGH_BIT_DEPTH:  # convert("RGB") would clip 16-bit values to 255: a white image
+                raise DataError(f"{path}: {image.mode} image (16-bit or float); convert it to 8-bit RGB first")
             return image.convert("RGB")  # convert() loads the pixels, so truncated data fails here, not later
     except IMAGE_ERRORS as exc:
         raise DataError(f"{path}: cannot read image ({_reason(exc)})") from exc

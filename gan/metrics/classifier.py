@@ -229,7 +229,8 @@ def train_classifier(
     if len(data.train) == 0:
         raise ValueError("train_classifier: the train set is empty")
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    # manual_seed below also reseeds every CUDA device, so all of them are forked, not just the CPU generator.
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
         # Weight init, TensorImageDataset's flips and DataLoader worker seeds all draw from the global RNG.
         torch.manual_seed(seed)
         image_size = int(data.train[0][0].shape[-1])

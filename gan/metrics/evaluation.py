@@ -1,11 +1,11 @@
 """Scoring a generator's translations: FID and KID per target domain, domain accuracy, paired L1 and PSNR.
 
-Protocol (one definition for the training hook and ``evaluate.py``): for each target domain d, the first
-``num_images`` held-out (test split) images that are not in d are translated into d; the outputs are quantised to
-uint8 exactly as saving PNGs would; they are compared with the first ``num_images`` real images of d from
-``real_split``. FID/KID use the extractor's features; domain accuracy is the share of translations that the domain
-classifier assigns to d (multi-label data: whose attribute d it predicts as present). ``fid/mean`` and
-``kid/mean`` average over target domains.
+Protocol (one definition for the training hook and ``evaluate.py``): for each target domain d, ``num_images``
+held-out (test split) images that are not in d, evenly spaced over the test set (so every source domain takes part),
+are translated into d; the outputs are quantised to uint8 (round to nearest); they are compared with ``num_images``
+real images of d from ``real_split``, evenly spaced over that domain's images. FID/KID use the extractor's
+features; domain accuracy is the share of translations that the domain classifier assigns to d (multi-label data:
+whose attribute d it predicts as present). ``fid/mean`` and ``kid/mean`` average over target domains.
 """
 
 from __future__ import annotations
@@ -61,6 +61,21 @@ def target_labels(labels: Tensor, domain: int, multi_label: bool) -> Tensor:
     return torch.full_like(labels, domain)
 
 
+def spread(indices: Tensor, count: int) -> Tensor:
+    """``count`` of ``indices`` evenly spaced over the list (all of them if there are fewer): test sets are ordered
+    by domain, so taking the first ``count`` would draw every translation from one source domain."""
+    n = indices.numel()
+    if n <= count:
+        return indices
+    return indices[torch.arange(count) * n // count]
+
+
+def members(labels: Tensor, domain: int, multi_label: bool, count: int, inside: bool = True) -> Tensor:
+    """Indices of ``count`` images in (or, with ``inside=False``, outside) ``domain``, spread over the dataset."""
+    mask = in_domain(labels, domain, multi_label)
+    return spread(torch.nonzero(mask if inside else ~mask).flatten(), count)
+
+
 def image_batches(dataset: Dataset, indices: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
     """(float images in [-1, 1], labels) batches of ``dataset[indices]``, in order."""
     for start in range(0, len(indices), batch_size):
@@ -69,9 +84,8 @@ def image_batches(dataset: Dataset, indices: Tensor, batch_size: int) -> Iterato
 
 
 def real_images(dataset: Dataset, domain: int, multi_label: bool, count: int, batch_size: int) -> Iterator[Tensor]:
-    """uint8 batches of the first ``count`` images of ``domain`` in ``dataset``."""
-    indices = torch.nonzero(in_domain(dataset.labels, domain, multi_label)).flatten()[:count]
-    for images, _ in image_batches(dataset, indices, batch_size):
+    """uint8 batches of ``count`` images of ``domain`` in ``dataset`` (spread over it, see :func:`spread`)."""
+    for images, _ in image_batches(dataset, members(dataset.labels, domain, multi_label, count), batch_size):
         yield to_uint8(images)
 
 
@@ -165,9 +179,10 @@ def translate_into(
     batch_size: int,
     classifier: nn.Module | None = None,
 ) -> Translations:
-    """Translate the first ``num_images`` held-out images not in ``domain`` into it (G in eval mode, no grad)."""
+    """Translate ``num_images`` held-out images not in ``domain`` (spread over the test set) into it (G in eval
+    mode, no grad)."""
     test = unflipped(data.test)
-    sources = torch.nonzero(~in_domain(test.labels, domain, data.multi_label)).flatten()[:num_images]
+    sources = members(test.labels, domain, data.multi_label, num_images, inside=False)
     images, correct = [], []
     was_training = G.training
     G.eval()
@@ -182,7 +197,7 @@ def translate_into(
     finally:
         G.train(was_training)
     if not images:
-        raise ValueError(f"no held-out images outside domain {data.domains[domain]!r} to translate")
+        raise DataError(f"domain {data.domains[domain]}: every held-out image is already in it; nothing to translate")
     return Translations(torch.cat(images), torch.cat(correct) if correct else None)
 
 
@@ -244,10 +259,11 @@ def paired_scores(
     G: nn.Module, domain_vector: DomainVector, paired: PairedSet, device: torch.device, num_images: int
 ) -> tuple[float, float]:
     """Mean L1 (in [-1, 1] units) and mean PSNR (dB, images scaled to [0, 1]) between G(x, d) and the true rendering
-    of x's content in d, over the first ``num_images`` held-out images and every target domain but their own.
+    of x's content in d, over ``num_images`` held-out images (spread over the set) and every target domain but
+    their own.
     Measured on G's float output (not quantised to uint8, unlike FID); an exact match counts as 100 dB."""
-    n = min(num_images, paired.images.size(0))
-    x, src = paired.images[:n].to(device), paired.labels[:n].to(device)
+    picks = spread(torch.arange(paired.images.size(0)), num_images)  # every source domain, not just the first
+    x, src = paired.images[picks].to(device), paired.labels[picks].to(device)
     l1, psnr = [], []
     was_training = G.training
     G.eval()
@@ -258,7 +274,7 @@ def paired_scores(
                 continue
             with torch.no_grad():
                 fake = G(x[keep], domain_vector(torch.full_like(src[keep], d)))
-            truth = paired.targets[:n][keep.cpu(), d].to(device)
+            truth = paired.targets[picks][keep.cpu(), d].to(device)
             l1.append((fake - truth).abs().mean(dim=(1, 2, 3)))
             mse = ((fake - truth) / 2).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
             psnr.append(-10 * torch.log10(mse))
@@ -355,7 +371,7 @@ class RealFeatures:
         import hashlib
 
         dataset = self._dataset()
-        indices = torch.nonzero(in_domain(dataset.labels, domain, self.data.multi_label)).flatten()[: self.count]
+        indices = members(dataset.labels, domain, self.data.multi_label, self.count)
         digest = hashlib.sha256()
         if isinstance(dataset, TensorImageDataset):
             digest.update(dataset.images[indices].numpy().tobytes())
@@ -369,14 +385,26 @@ class RealFeatures:
     def __call__(self, domain: int) -> np.ndarray:
         if domain in self._memory:
             return self._memory[domain]
+        if members(self._dataset().labels, domain, self.data.multi_label, self.count).numel() < 2:
+            raise DataError(
+                f"domain {self.data.domains[domain]}: fewer than 2 real images in the {self.split} split; FID and "
+                "KID need at least 2 (metrics.real_split chooses the split)"
+            )
         cached = self.cache.get_features(self.key(domain)) if self.cache is not None else None
         if cached is None:
             batches = real_images(self._dataset(), domain, self.data.multi_label, self.count, self.batch_size)
             name = f"real {self.data.domains[domain]}"
             cached = features_of(self.extractor, batches, None, name, self.progress)
             if self.cache is not None:  # features for KID, statistics in pytorch-fid's .npz format for everyone
-                self.cache.put_features(self.key(domain), cached)
-                self.cache.put(self.key(domain), *feature_statistics(cached))
+                try:
+                    self.cache.put_features(self.key(domain), cached)
+                    self.cache.put(self.key(domain), *feature_statistics(cached))
+                except OSError as exc:  # the cache only saves time: an unwritable folder must not stop a run
+                    log.warning(
+                        "cannot write the statistics cache %s (%s); continuing without it",
+                        self.cache.root,
+                        exc.strerror or exc,
+                    )
         self._memory[domain] = cached
         return cached
 
@@ -386,20 +414,34 @@ def obtain_classifier(
 ) -> nn.Module:
     """The run's domain classifier (``<run_dir>/classifier.pt``): loaded if present, else trained on the real
     training images with ``cfg.metrics.classifier`` and saved there. A file for other domains is an error."""
-    from gan.errors import CheckpointError
     from gan.metrics.classifier import classifier_path, load_classifier, save_classifier, train_classifier
 
     path = classifier_path(run_dir)
     if path.is_file():
         model, meta = load_classifier(path, device)
-        if list(meta["domains"]) != list(data.domains):
-            raise CheckpointError(f"{path}: trained for domains {meta['domains']}, this run has {data.domains}")
+        check_classifier(path, meta, data)
         return model
     c = cfg.metrics.classifier
     model, report = train_classifier(data, device, c.steps, c.batch_size, c.lr, c.seed, c.width, progress)
     save_classifier(path, model, report, data.domains)
     log.info("domain classifier saved to %s (held-out accuracy %.3f)", path, report.heldout_accuracy)
     return model
+
+
+def check_classifier(path: Path, meta: dict[str, Any], data: DataBundle) -> None:
+    """A classifier file made for other data (domains, image size, label kind) is a one-line CheckpointError."""
+    from gan.errors import CheckpointError
+
+    args, size = meta["args"], int(data.test[0][0].shape[-1]) if len(data.test) else None
+    if list(meta["domains"]) != list(data.domains):
+        raise CheckpointError(f"{path}: classifier for domains {meta['domains']}, the data has {data.domains}")
+    if size is not None and args.get("image_size") != size:
+        raise CheckpointError(f"{path}: classifier for {args.get('image_size')} px images, the data has {size} px")
+    if bool(args.get("multi_label")) != data.multi_label:
+        kind = "multi-label" if args.get("multi_label") else "single-label"
+        raise CheckpointError(
+            f"{path}: a {kind} classifier, the data is {'multi' if data.multi_label else 'single'}-label"
+        )
 
 
 def build_extractor(
@@ -415,8 +457,8 @@ def build_extractor(
         try:
             return InceptionExtractor(m.inception_weights or None, m.protocol, device, m.fast_inception)
         except WeightsError as exc:
-            if kind == "inception" or classifier is None:
-                raise
+            if kind == "inception" or classifier is None or m.inception_weights:
+                raise  # a path the user configured explicitly is never replaced silently
             log.warning(
                 "%s; using the domain classifier's features instead, logged as eval/classifier_fd/* and "
                 "eval/classifier_kd/mean (not comparable with Inception FID)",
