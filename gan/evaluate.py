@@ -375,7 +375,7 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     m = cfg.metrics
     scores = evaluate_translations(
         G,
-        _domain_vector_fn(len(data.domains)) if not data.multi_label else _float_labels,
+        _domain_vector_fn(len(data.domains), data.multi_label),
         data,
         extractor,
         reals,
@@ -390,10 +390,6 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     result = {"checkpoint": str(args.checkpoint), "step": int(state["step"]), **scores.to_dict()}
     _print_result(args, result, _scores_text(scores, metric, int(state["step"])))
     return 0
-
-
-def _float_labels(labels: torch.Tensor) -> torch.Tensor:
-    return labels.float()
 
 
 def _run_classifier(args: argparse.Namespace, data: Any, device: torch.device, required: bool) -> nn.Module | None:
@@ -475,7 +471,10 @@ def train_classifier_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _domain_vector_fn(num_domains: int):
+def _domain_vector_fn(num_domains: int, multi_label: bool = False):
+    """Labels as the float vectors G takes (as Trainer.domain_vector): one-hot, or the 0/1 attribute vector."""
+    if multi_label:
+        return lambda labels: labels.float()
     return lambda labels: nn.functional.one_hot(labels, num_domains).float()
 
 

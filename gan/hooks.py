@@ -3,11 +3,9 @@ checkpoints, the NaN guard and the progress bar. Each hook reads trainer state a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +15,7 @@ from torchvision.utils import make_grid
 
 from gan.checkpoint import FORMAT, save_checkpoint
 from gan.config import Config
+from gan.models.modes import evaluating
 from gan.norms import SwitchableNorm2d, gate_parameters
 from gan.spectral import sn_estimate, spectral_norm_modules
 from gan.writers import RunWriter
@@ -51,20 +50,6 @@ class Hook:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` output."""
-
-
-@contextlib.contextmanager
-def evaluating(*models: nn.Module | None) -> Iterator[None]:
-    """Eval mode and no_grad for the duration: logging forwards must not advance SN's u or norm statistics."""
-    modes = [(m, m.training) for m in models if m is not None]
-    for m, _ in modes:
-        m.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        for m, was_training in modes:
-            m.train(was_training)
 
 
 # ------------------------------------------------------------------------------------------------------ scalars

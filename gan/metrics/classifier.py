@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 from gan.checkpoint import atomic_save, load_marked
 from gan.data.base import DataBundle
 from gan.errors import CheckpointError
+from gan.models.modes import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +84,6 @@ class DomainClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-@contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no_grad for the duration, then the module's previous mode (also after an exception)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def _hits(logits: Tensor, targets: Tensor, multi_label: bool) -> Tensor:
     """Bool correctness: (N,) argmax == index, or (N, D) per attribute with sigmoid(logit) > 0.5 <=> logit > 0."""
     if multi_label:
@@ -119,7 +107,7 @@ def domain_accuracy(model: DomainClassifier, images: Tensor, targets: Tensor, ba
         )
     device = next(model.parameters()).device
     correct = torch.zeros((), dtype=torch.int64, device=device)  # summed on the device, read once at the end
-    with _evaluating(model):
+    with evaluating(model):
         for start in range(0, images.shape[0], batch_size):
             logits = model(images[start : start + batch_size].to(device))
             correct += _hits(logits, targets[start : start + batch_size].to(device), model.multi_label).sum()
@@ -197,7 +185,7 @@ def _heldout(
     Domains without test images are left out of the dict."""
     loader = DataLoader(data.test, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     hits, labels = [], []
-    with _evaluating(model):
+    with evaluating(model):
         for images, target in loader:
             hits.append(_hits(model(images.to(device)), target.to(device), model.multi_label).cpu())
             labels.append(target)

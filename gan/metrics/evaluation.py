@@ -22,12 +22,13 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from gan.data.base import DataBundle, ImageFileDataset, PairedSet, TensorImageDataset
+from gan.data.base import DataBundle, ImageFileDataset, PairedSet, TensorImageDataset, uint8_to_unit
 from gan.errors import DataError
 from gan.metrics.features import FeatureExtractor, features_of
 from gan.metrics.fid import StatsCache, StatsKey, feature_statistics, frechet_distance
 from gan.metrics.inception import to_uint8
 from gan.metrics.kid import kernel_inception_distance
+from gan.models.modes import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -184,31 +185,20 @@ def translate_into(
     test = unflipped(data.test)
     sources = members(test.labels, domain, data.multi_label, num_images, inside=False)
     images, correct = [], []
-    was_training = G.training
-    G.eval()
-    try:
+    with evaluating(G, classifier):
         for x, labels in image_batches(test, sources, batch_size):
-            with torch.no_grad():
-                target = target_labels(labels, domain, data.multi_label).to(device)
-                fake = to_uint8(G(x.to(device), domain_vector(target)))
+            target = target_labels(labels, domain, data.multi_label).to(device)
+            fake = to_uint8(G(x.to(device), domain_vector(target)))
             images.append(fake.cpu())
             if classifier is not None:
                 correct.append(_classified_as(classifier, fake, domain, data.multi_label).cpu())
-    finally:
-        G.train(was_training)
     if not images:
         raise DataError(f"domain {data.domains[domain]}: every held-out image is already in it; nothing to translate")
     return Translations(torch.cat(images), torch.cat(correct) if correct else None)
 
 
 def _classified_as(classifier: nn.Module, images: Tensor, domain: int, multi_label: bool) -> Tensor:
-    was_training = classifier.training
-    classifier.eval()
-    try:
-        with torch.no_grad():
-            logits = classifier(images.float().div(127.5).sub(1.0))  # the saved PNG's pixels, as a user would see them
-    finally:
-        classifier.train(was_training)
+    logits = classifier(uint8_to_unit(images))  # the saved PNG's pixels, as a user would see them
     return logits[:, domain] > 0 if multi_label else logits.argmax(dim=1) == domain
 
 
@@ -265,21 +255,16 @@ def paired_scores(
     picks = spread(torch.arange(paired.images.size(0)), num_images)  # every source domain, not just the first
     x, src = paired.images[picks].to(device), paired.labels[picks].to(device)
     l1, psnr = [], []
-    was_training = G.training
-    G.eval()
-    try:
+    with evaluating(G):
         for d in range(paired.targets.size(1)):
             keep = src != d
             if not keep.any():
                 continue
-            with torch.no_grad():
-                fake = G(x[keep], domain_vector(torch.full_like(src[keep], d)))
+            fake = G(x[keep], domain_vector(torch.full_like(src[keep], d)))
             truth = paired.targets[picks][keep.cpu(), d].to(device)
             l1.append((fake - truth).abs().mean(dim=(1, 2, 3)))
             mse = ((fake - truth) / 2).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
             psnr.append(-10 * torch.log10(mse))
-    finally:
-        G.train(was_training)
     return float(torch.cat(l1).mean()), float(torch.cat(psnr).mean())
 
 
@@ -390,15 +375,16 @@ class RealFeatures:
                 f"domain {self.data.domains[domain]}: fewer than 2 real images in the {self.split} split; FID and "
                 "KID need at least 2 (metrics.real_split chooses the split)"
             )
-        cached = self.cache.get_features(self.key(domain)) if self.cache is not None else None
+        key = self.key(domain) if self.cache is not None else None  # hashes the images: computed once
+        cached = self.cache.get_features(key) if self.cache is not None else None
         if cached is None:
             batches = real_images(self._dataset(), domain, self.data.multi_label, self.count, self.batch_size)
             name = f"real {self.data.domains[domain]}"
             cached = features_of(self.extractor, batches, None, name, self.progress)
             if self.cache is not None:  # features for KID, statistics in pytorch-fid's .npz format for everyone
                 try:
-                    self.cache.put_features(self.key(domain), cached)
-                    self.cache.put(self.key(domain), *feature_statistics(cached))
+                    self.cache.put_features(key, cached)
+                    self.cache.put(key, *feature_statistics(cached))
                 except OSError as exc:  # the cache only saves time: an unwritable folder must not stop a run
                     log.warning(
                         "cannot write the statistics cache %s (%s); continuing without it",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gan.data.base import load_rgb
+from gan.data.base import load_rgb, uint8_to_unit
 from gan.errors import DataError
 from gan.metrics.inception import (
     FEATURE_DIM,
@@ -28,6 +28,7 @@ from gan.metrics.inception import (
     preprocess,
     sha256_of,
 )
+from gan.models.modes import evaluating
 
 log = logging.getLogger(__name__)
 
@@ -117,14 +118,8 @@ class ClassifierExtractor:
         self.info = {"extractor": "classifier", "protocol": "classifier", "weights": source, "dims": self.dims}
 
     def __call__(self, images: Tensor) -> Tensor:
-        x = images.to(self.device).float().div(127.5).sub(1.0)  # the [-1, 1] range the classifier was trained on
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            with torch.inference_mode():
-                return self.net.features(x).float()
-        finally:
-            self.net.train(was_training)
+        with evaluating(self.net):  # the [-1, 1] range the classifier was trained on
+            return self.net.features(uint8_to_unit(images.to(self.device))).float()
 
 
 def features_of(
