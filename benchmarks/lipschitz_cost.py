@@ -20,10 +20,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gan.build import build_data, build_trainer  # noqa: E402
 from gan.config import load_config  # noqa: E402
-from gan.data import build_data  # noqa: E402
 from gan.hooks import LipschitzHook  # noqa: E402
-from gan.trainer import Trainer  # noqa: E402
 
 
 class _NoWriter:
@@ -44,9 +43,16 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config([args.config], args.set)
     device = torch.device("cpu" if cfg.train.device == "auto" else cfg.train.device)
-    trainer = Trainer(cfg, build_data(cfg.data), device)
+    trainer = build_trainer(cfg, build_data(cfg.data), device)
     h = cfg.hooks.lipschitz
-    hook = LipschitzHook(_NoWriter(), h.every, h.num_images, h.jacobian)  # type: ignore[arg-type]
+    hook = LipschitzHook(
+        _NoWriter(),  # type: ignore[arg-type]  # the two methods of RunWriter the hook calls
+        h.every,
+        h.num_images,
+        h.jacobian,
+        cfg.data.image_size,
+        cfg.train.seed,
+    )
     hook.on_fit_start(trainer)  # the first call (step 0) starts the power iterations cold
     loader = iter(trainer.make_loader())
     step_times, hook_times = [], []

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from gan.errors import CheckpointError
+from gan.errors import CheckpointError, reason
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,7 @@ def load_marked(
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt, foreign or unsafe (pickled object) files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable {what} ({reason[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable {what} ({reason(exc, 200)})") from None
     if not isinstance(state, dict) or state.get("format") != format_tag:
         raise CheckpointError(f"{path}: not a {kind} (no '{format_tag}' format marker)")
     missing = [key for key in required if key not in state]

@@ -13,47 +13,53 @@ import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gan.data.synthetic import STYLES
 from gan.errors import ConfigError
+from gan.losses import ADVERSARIAL_LOSSES
+from gan.norms import NORMS, check_norm_options
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 
 
-def _opt(default: Any, *, min: float | None = None, max: float | None = None, choices: Any = None) -> Any:
-    """A dataclass field with range or choice checks. ``choices`` is a tuple or a callable returning names."""
-    meta = {"min": min, "max": max, "choices": choices}
+def _config_folder() -> Path:
+    """The shipped configs: ``configs/`` of a source checkout, else the copy packaged as ``gan.configs`` (a wheel
+    installs the repository's ``configs/`` there; see pyproject.toml)."""
+    if (REPO_ROOT / "configs" / "default.yaml").is_file():
+        return REPO_ROOT / "configs"
+    return Path(str(resources.files("gan.configs")))
+
+
+CONFIG_DIR = _config_folder()
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+HAIR_COLOURS = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair"]  # CelebA: an image has at most one
+
+
+def _opt(
+    default: Any,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    above: float | None = None,
+    choices: Any = None,
+) -> Any:
+    """A dataclass field with range or choice checks (``above``: strictly greater). ``choices`` is a tuple or a
+    callable returning names."""
+    meta = {"min": min, "max": max, "above": above, "choices": choices}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def _norm_names() -> list[str]:
-    from gan.norms import NORMS
-
-    return NORMS.names()
-
-
-def _adversarial_names() -> list[str]:
-    from gan.losses import ADVERSARIAL_LOSSES
-
-    return ADVERSARIAL_LOSSES.names()
-
-
-def _synthetic_style_names() -> list[str]:
-    from gan.data.synthetic import STYLES
-
-    return STYLES.names()
-
-
 # ----------------------------------------------------------------------------------------------------------- data
 @dataclass(frozen=True)
 class SyntheticConfig:
-    domains: list[str] = _opt(["palette", "outline", "texture", "night"], choices=_synthetic_style_names)
+    domains: list[str] = _opt(["palette", "outline", "texture", "night"], choices=STYLES.names)
     images_per_domain: int = _opt(512, min=1)
     test_images_per_domain: int = _opt(64, min=1)
     seed: int = _opt(0, min=0)
@@ -73,6 +79,7 @@ class CelebAConfig:
     image_dir: str = ""
     attr_file: str = ""
     attributes: list[str] = _opt(["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"])
+    exclusive_groups: list[list[str]] = _opt([HAIR_COLOURS])
     test_count: int = _opt(2000, min=0)
     split_seed: int = _opt(1234, min=0)
 
@@ -94,7 +101,7 @@ class DataConfig:
 class GeneratorConfig:
     conv_dim: int = _opt(64, min=1)
     repeat_num: int = _opt(6, min=0)
-    norm: str = _opt("instance", choices=_norm_names)
+    norm: str = _opt("instance", choices=NORMS.names)
     norm_options: dict[str, Any] = _opt({})
 
 
@@ -102,7 +109,7 @@ class GeneratorConfig:
 class SpectralNormConfig:
     enabled: bool = True
     n_power_iterations: int = _opt(1, min=1)
-    eps: float = _opt(1e-12, min=0.0)
+    eps: float = _opt(1e-12, above=0.0)
     update: str = _opt("step", choices=("step", "forward"))
 
 
@@ -110,7 +117,7 @@ class SpectralNormConfig:
 class DiscriminatorConfig:
     conv_dim: int = _opt(64, min=1)
     repeat_num: int = _opt(6, min=1)
-    norm: str = _opt("none", choices=_norm_names)
+    norm: str = _opt("none", choices=NORMS.names)
     norm_options: dict[str, Any] = _opt({})
     spectral_norm: SpectralNormConfig = field(default_factory=SpectralNormConfig)
 
@@ -125,7 +132,7 @@ class ModelConfig:
 # ----------------------------------------------------------------------------------------------------------- loss
 @dataclass(frozen=True)
 class LossConfig:
-    adversarial: str = _opt("wgan", choices=_adversarial_names)
+    adversarial: str = _opt("wgan", choices=ADVERSARIAL_LOSSES.names)
     lambda_cls: float = _opt(1.0, min=0.0)
     lambda_rec: float = _opt(10.0, min=0.0)
     lambda_gp: float = _opt(10.0, min=0.0)
@@ -153,68 +160,68 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------------------- hooks
 @dataclass(frozen=True)
-class ScalarsHook:
-    every: int = _opt(10, min=1)
+class ScalarsHookConfig:
+    every: int = _opt(10, min=0)
 
 
 @dataclass(frozen=True)
-class ImagesHook:
-    every: int = _opt(1000, min=1)
+class ImagesHookConfig:
+    every: int = _opt(1000, min=0)
     num_images: int = _opt(8, min=1)
 
 
 @dataclass(frozen=True)
-class SigmaHook:
-    every: int = _opt(100, min=1)
+class SigmaHookConfig:
+    every: int = _opt(100, min=0)
 
 
 @dataclass(frozen=True)
-class LipschitzHook:
-    every: int = _opt(500, min=1)
+class LipschitzHookConfig:
+    every: int = _opt(500, min=0)
     num_images: int = _opt(16, min=1)
     jacobian: bool = True
 
 
 @dataclass(frozen=True)
-class NormsHook:
-    every: int = _opt(100, min=1)
+class NormsHookConfig:
+    every: int = _opt(100, min=0)
 
 
 @dataclass(frozen=True)
-class PairedL1Hook:
-    every: int = _opt(1000, min=1)
+class PairedL1HookConfig:
+    every: int = _opt(1000, min=0)
     num_images: int = _opt(64, min=1)
 
 
 @dataclass(frozen=True)
-class FidHook:
-    every: int = _opt(1000, min=1)
+class FidHookConfig:
+    every: int = _opt(1000, min=0)
     num_images: int = _opt(64, min=2)
     extractor: str = _opt("auto", choices=("auto", "inception", "classifier"))
 
 
 @dataclass(frozen=True)
-class CheckpointHook:
-    every: int = _opt(10000, min=1)
+class CheckpointHookConfig:
+    every: int = _opt(10000, min=0)
     keep: int = _opt(3, min=1)
 
 
 @dataclass(frozen=True)
-class NanGuardHook:
-    every: int = _opt(10, min=1)
+class NanGuardHookConfig:
+    every: int = _opt(10, min=0)
 
 
 @dataclass(frozen=True)
 class HooksConfig:
-    scalars: ScalarsHook = field(default_factory=ScalarsHook)
-    images: ImagesHook = field(default_factory=ImagesHook)
-    sigma: SigmaHook = field(default_factory=SigmaHook)
-    lipschitz: LipschitzHook = field(default_factory=LipschitzHook)
-    norms: NormsHook = field(default_factory=NormsHook)
-    paired_l1: PairedL1Hook = field(default_factory=PairedL1Hook)
-    fid: FidHook = field(default_factory=FidHook)
-    checkpoint: CheckpointHook = field(default_factory=CheckpointHook)
-    nan_guard: NanGuardHook = field(default_factory=NanGuardHook)
+    scalars: ScalarsHookConfig = field(default_factory=ScalarsHookConfig)
+    images: ImagesHookConfig = field(default_factory=ImagesHookConfig)
+    sigma: SigmaHookConfig = field(default_factory=SigmaHookConfig)
+    lipschitz: LipschitzHookConfig = field(default_factory=LipschitzHookConfig)
+    norms: NormsHookConfig = field(default_factory=NormsHookConfig)
+    paired_l1: PairedL1HookConfig = field(default_factory=PairedL1HookConfig)
+    fid: FidHookConfig = field(default_factory=FidHookConfig)
+    checkpoint: CheckpointHookConfig = field(default_factory=CheckpointHookConfig)
+    nan_guard: NanGuardHookConfig = field(default_factory=NanGuardHookConfig)
 
 
 # -------------------------------------------------------------------------------------------------------- metrics
@@ -342,8 +349,11 @@ def _coerce(value: Any, tp: Any, where: str, meta: Mapping[str, Any]) -> Any:
 
 def _check_range(value: Any, where: str, meta: Mapping[str, Any]) -> None:
     lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+    above = meta.get("above")
     if lo is not None and value < lo:
         raise ConfigError(f"{where}: must be >= {lo}, got {value!r}")
+    if above is not None and value <= above:
+        raise ConfigError(f"{where}: must be > {above}, got {value!r}")
     if hi is not None and value > hi:
         raise ConfigError(f"{where}: must be <= {hi}, got {value!r}")
     if choices is not None:
@@ -392,14 +402,19 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+Check = Callable[["Config"], "tuple[str, str] | None"]
+
+
 def load_config(
     files: list[str | Path] | None = None,
     overrides: list[str] | None = None,
     base: Mapping[str, Any] | None = None,
     base_name: str = "checkpoint",
+    checks: tuple[Check, ...] = (),
 ) -> Config:
     """Merge ``base`` (e.g. a checkpoint's config), YAML ``files`` (in order) and ``--set`` ``overrides`` over the
-    defaults into a validated Config."""
+    defaults into a validated Config. ``checks`` are further validations (``gan.build`` passes one that builds
+    the models on the meta device); each returns ``(key, problem)`` or None, reported like every other error."""
     merged: dict[str, Any] = dict(base or {})
     origin: dict[str, str] = dict.fromkeys(_flatten(merged), base_name)  # dotted key -> source, for messages
     for path in files or []:
@@ -424,6 +439,11 @@ def load_config(
 
     config = _build(Config, merged, "", source)
     _check_consistency(config, source)
+    for check in checks:
+        problem = check(config)
+        if problem is not None:
+            key, text = problem
+            raise ConfigError(f"{source(key)}: {key}: {text}")
     return config
 
 
@@ -439,8 +459,6 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 def _check_consistency(cfg: Config, source: Callable[[str], str]) -> None:
     """Checks that involve more than one key or need a factory's signature."""
-    from gan.norms import check_norm_options
-
     syn = cfg.data.synthetic
     if len(set(syn.domains)) != len(syn.domains) or len(syn.domains) < 2:
         key = "data.synthetic.domains"
@@ -452,30 +470,35 @@ def _check_consistency(cfg: Config, source: Callable[[str], str]) -> None:
         raise ConfigError(
             f"{source(key)}: {key}: {size} must be divisible by 4 and by 2**model.discriminator.repeat_num = {needed}"
         )
+    seen: dict[str, int] = {}
+    for i, group in enumerate(cfg.data.celeba.exclusive_groups):
+        for name in group:
+            if name in seen and seen[name] != i:
+                key = "data.celeba.exclusive_groups"
+                raise ConfigError(f"{source(key)}: {key}: {name!r} is in more than one group")
+            seen[name] = i
     for net in ("generator", "discriminator"):
         net_cfg = getattr(cfg.model, net)
-        problem = check_norm_options(net_cfg.norm, net_cfg.norm_options) or _model_build_problem(cfg, net)
+        problem = check_norm_options(net_cfg.norm, net_cfg.norm_options)
         if problem:
             key = f"model.{net}.norm_options"
             raise ConfigError(f"{source(key)}: {key}: {problem}")
 
 
-def _model_build_problem(cfg: Config, net: str) -> str | None:
-    """Build the network on the meta device (shapes only, no memory) to catch what depends on its widths, e.g. a
-    ``num_groups`` that does not divide some layer's channel count."""
-    import torch
+def lr_schedule_problem(cfg: Config) -> tuple[str, str] | None:
+    """A training-only check (``checks=`` of :func:`load_config`): the linear decay must fit into the run.
 
-    from gan.models import build_discriminator, build_generator
-
-    try:
-        with torch.device("meta"):
-            if net == "generator":
-                build_generator(cfg.model.generator, num_domains=1)
-            else:
-                build_discriminator(cfg.model.discriminator, cfg.data.image_size, num_domains=1)
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return None
+    Refused rather than adapted: the schedule is part of the experiment, and a silently shortened decay would make
+    runs of one study differ in a setting nobody chose. Checkpoints of older runs still load for evaluation.
+    """
+    t = cfg.train
+    if t.lr_decay_steps <= t.steps:
+        return None
+    return "train.lr_decay_steps", (
+        f"{t.lr_decay_steps} exceeds train.steps = {t.steps}, so the learning rate would start at "
+        f"{t.steps / t.lr_decay_steps:.1%} of its value; set train.lr_decay_steps to at most train.steps "
+        f"(e.g. --set train.lr_decay_steps={t.steps // 2})"
+    )
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -488,6 +511,6 @@ def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
-def config_from_dict(data: Mapping[str, Any], where: str = "checkpoint") -> Config:
+def config_from_dict(data: Mapping[str, Any], where: str = "checkpoint", checks: tuple[Check, ...] = ()) -> Config:
     """Rebuild a Config from ``config_to_dict`` output (e.g. the copy inside a checkpoint)."""
-    return load_config(base=data, base_name=where)
+    return load_config(base=data, base_name=where, checks=checks)

@@ -6,28 +6,31 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision.utils import make_grid
+from tqdm.auto import tqdm
 
 from gan.checkpoint import FORMAT, save_checkpoint
-from gan.config import Config
+from gan.lipschitz import LipschitzMonitor, grad_norms, jacobian_norms
+from gan.metrics.evaluation import RealFeatures, evaluate_translations, paired_scores, spread
+from gan.metrics.features import FeatureExtractor
 from gan.models.modes import evaluating
 from gan.norms import SwitchableNorm2d, gate_parameters
 from gan.spectral import sn_estimate, spectral_norm_modules
+from gan.trainer import NonFiniteLossError, Trainer
 from gan.writers import RunWriter
-
-if TYPE_CHECKING:
-    from gan.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
 class Hook:
-    """Base class: no-op callbacks; ``after_step`` runs when the trainer's step is a multiple of ``every``."""
+    """Base class: no-op callbacks; ``after_step`` runs when the trainer's step is a multiple of ``every``
+    (``every: 0`` switches a hook off, its step-0 and final evaluations included)."""
 
     every: int = 1
 
@@ -77,24 +80,6 @@ class ScalarsHook(Hook):
 
 
 # ------------------------------------------------------------------------------------------------------- images
-def grid_targets(labels: torch.Tensor, domains: list[str], multi_label: bool) -> list[torch.Tensor]:
-    """One target label batch per grid column. Single-label: each domain in turn. Multi-label (StarGAN's CelebA
-    convention): for each attribute, flip it; hair colours are exclusive, so setting one clears the others."""
-    if not multi_label:
-        return [torch.full_like(labels, d) for d in range(len(domains))]
-    hair = [i for i, name in enumerate(domains) if name in ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")]
-    targets = []
-    for i in range(len(domains)):
-        t = labels.clone()
-        if i in hair:
-            t[:, hair] = 0
-            t[:, i] = 1
-        else:
-            t[:, i] = 1 - t[:, i]
-        targets.append(t)
-    return targets
-
-
 class ImagesHook(Hook):
     """``images/translations``: rows are fixed held-out inputs; columns the input, then each target domain."""
 
@@ -105,6 +90,8 @@ class ImagesHook(Hook):
 
     def on_fit_start(self, trainer: Trainer) -> None:
         # Evenly spaced over the test set, so that the rows cover every domain.
+        if not self.every:
+            return
         self.inputs, self.labels = held_out_batch(trainer, self.num_images)
         if trainer.step == 0:
             self.after_step(trainer)
@@ -113,7 +100,7 @@ class ImagesHook(Hook):
         G = trainer.sample_generator()
         columns = [self.inputs]
         with evaluating(G):
-            for target in grid_targets(self.labels, trainer.data.domains, trainer.data.multi_label):
+            for target in trainer.space.grid_targets(self.labels):
                 columns.append(G(self.inputs, trainer.domain_vector(target)))
         tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: input, then one column per domain
         grid = make_grid(tiles, nrow=len(columns), padding=2, normalize=False)
@@ -163,27 +150,27 @@ class LipschitzHook(Hook):
     interpolates. D runs in eval mode and the hook draws from its own random generator, so training state and
     random streams are untouched."""
 
-    def __init__(self, writer: RunWriter, every: int, num_images: int, jacobian: bool) -> None:
+    def __init__(
+        self, writer: RunWriter, every: int, num_images: int, jacobian: bool, image_size: int, seed: int = 0
+    ) -> None:
         self.writer, self.every, self.num_images, self.jacobian = writer, every, num_images, jacobian
-        self.monitor: Any = None
+        self.image_size, self.seed = image_size, seed
+        self.monitor = LipschitzMonitor()
         self.generator = torch.Generator()
         self.reals: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        from gan.lipschitz import LipschitzMonitor
-
-        self.monitor = LipschitzMonitor()
-        self.generator.manual_seed(trainer.cfg.train.seed + 7919 * (trainer.step + 1))
+        if not self.every:
+            return
+        self.generator.manual_seed(self.seed + 7919 * (trainer.step + 1))
         self.reals, self.labels = held_out_batch(trainer, self.num_images)
         self.writer.custom_scalars(lipschitz_layout(trainer.D))
         if trainer.step == 0:
             self.after_step(trainer)
 
     def after_step(self, trainer: Trainer) -> None:
-        from gan.lipschitz import grad_norms, jacobian_norms
-
-        values = self.monitor.measure(trainer.D, trainer.cfg.data.image_size)
+        values = self.monitor.measure(trainer.D, self.image_size)
         G = trainer.sample_generator()
         order = torch.randperm(self.labels.size(0), generator=self.generator).to(self.labels.device)
         with evaluating(G):
@@ -197,8 +184,6 @@ class LipschitzHook(Hook):
 def held_out_batch(trainer: Trainer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` test images evenly spaced over the test set (which is ordered by domain), with their labels."""
     test = trainer.data.test
-    from gan.metrics.evaluation import spread
-
     picks = spread(torch.arange(len(test)), count)
     items = [test[int(i)] for i in picks]
     images = torch.stack([x for x, _ in items]).to(trainer.device)
@@ -238,27 +223,19 @@ class NormsHook(Hook):
 
 
 # ---------------------------------------------------------------------------------------------------- paired L1
-def paired_l1(G: nn.Module, trainer: Trainer, num_images: int) -> float:
-    """Mean L1 between G(x, d) and the true rendering of x's content in d, over held-out images and every target
-    domain other than the source (synthetic data only); see ``gan.metrics.evaluation.paired_scores``."""
-    from gan.metrics.evaluation import paired_scores
-
-    return paired_scores(G, trainer.domain_vector, trainer.data.paired, trainer.device, num_images)[0]
-
-
 class EvalHook(Hook):
     """An evaluation that also runs at step 0 of a fresh run and at the end; ``history`` holds (step, result)."""
 
     history: list[tuple[int, Any]]
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        if trainer.step == 0:
+        if trainer.step == 0 and self.every:
             self.after_step(trainer)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         # The final value when the run length is not a multiple of ``every``; not after a stop request or an error
         # (it would delay the checkpoint that Ctrl-C/SIGTERM promise, or score a diverged G).
-        if trainer.completed and (not self.history or self.history[-1][0] != trainer.step):
+        if self.every and trainer.completed and (not self.history or self.history[-1][0] != trainer.step):
             self.after_step(trainer)
 
 
@@ -270,10 +247,8 @@ class PairedL1Hook(EvalHook):
         self.history: list[tuple[int, float]] = []
 
     def after_step(self, trainer: Trainer) -> None:
-        from gan.metrics.evaluation import paired_scores
-
         G, paired = trainer.sample_generator(), trainer.data.paired
-        value, psnr = paired_scores(G, trainer.domain_vector, paired, trainer.device, self.num_images)
+        value, psnr = paired_scores(G, paired, trainer.device, self.num_images)
         self.history.append((trainer.step, value))
         self.writer.scalars({"eval/paired_l1": value, "eval/paired_psnr": psnr}, trainer.step)
         log.info("step %d: eval/paired_l1 = %.4f, eval/paired_psnr = %.2f dB", trainer.step, value, psnr)
@@ -292,53 +267,50 @@ class PairedL1Hook(EvalHook):
 
 
 # ----------------------------------------------------------------------------------------------------- fid
+EvalParts = tuple[nn.Module, FeatureExtractor, RealFeatures]  # (domain classifier, extractor, real features)
+
+
 class FidHook(EvalHook):
     """FID/KID per target domain and domain accuracy of the sampling G (EMA if on), in eval mode, in a forked RNG:
     training state (weights, SN vectors, norm buffers, RNG streams) is untouched. Also at step 0 and at the end.
 
-    The feature extractor is chosen once per run (``hooks.fid.extractor``); the domain classifier behind
-    ``eval/domain_accuracy`` (and behind the offline ``classifier`` features) is ``<run>/classifier.pt``, trained on
-    the real training images at the first evaluation if absent.
+    ``setup(trainer)`` builds the evaluation's parts at the first evaluation (``gan.build``: the run's domain
+    classifier, trained into ``<run>/classifier.pt`` if absent, the feature extractor chosen by
+    ``hooks.fid.extractor``, and the real images' features).
     """
 
-    def __init__(self, writer: RunWriter, cfg: Config, run_dir: Path) -> None:
-        self.writer, self.cfg, self.run_dir = writer, cfg, run_dir
-        self.every = cfg.hooks.fid.every
+    def __init__(
+        self,
+        writer: RunWriter,
+        every: int,
+        num_images: int,
+        setup: Callable[[Trainer], EvalParts],
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        batch_size: int = 50,
+    ) -> None:
+        self.writer, self.every, self.num_images, self.setup = writer, every, num_images, setup
+        self.kid_subsets, self.kid_subset_size, self.batch_size = kid_subsets, kid_subset_size, batch_size
         self.history: list[tuple[int, dict[str, float]]] = []
-        self._parts: tuple[Any, Any, Any] | None = None  # (classifier, extractor, real features), built lazily
-
-    def _setup(self, trainer: Trainer) -> tuple[Any, Any, Any]:
-        from gan.metrics.evaluation import RealFeatures, build_extractor, obtain_classifier, stats_cache_for
-
-        cfg, data = self.cfg, trainer.data
-        classifier = obtain_classifier(self.run_dir, data, cfg, trainer.device, cfg.train.progress)
-        extractor = build_extractor(
-            cfg.hooks.fid.extractor, cfg, trainer.device, classifier, str(self.run_dir / "classifier.pt")
-        )
-        reals = RealFeatures.for_config(data, extractor, cfg, cfg.hooks.fid.num_images, stats_cache_for(cfg, extractor))
-        return classifier, extractor, reals
+        self._parts: EvalParts | None = None  # built lazily, at the first evaluation
 
     def after_step(self, trainer: Trainer) -> None:
-        from gan.metrics.evaluation import evaluate_translations
-
         devices = [trainer.device] if trainer.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # classifier training and evaluation draw nothing from training
             if self._parts is None:
-                self._parts = self._setup(trainer)
+                self._parts = self.setup(trainer)
             classifier, extractor, reals = self._parts
-            m = self.cfg.metrics
             scores = evaluate_translations(
                 trainer.sample_generator(),
-                trainer.domain_vector,
                 trainer.data,
                 extractor,
                 reals,
                 trainer.device,
-                self.cfg.hooks.fid.num_images,
+                self.num_images,
                 classifier,
-                m.kid_subsets,
-                m.kid_subset_size,
-                m.batch_size,
+                self.kid_subsets,
+                self.kid_subset_size,
+                self.batch_size,
             )
         values = scores.scalars()
         self.history.append((trainer.step, values))
@@ -373,8 +345,6 @@ class NanGuardHook(Hook):
 
 def check_finite(trainer: Trainer) -> None:
     """Raise NonFiniteLossError if a loss was non-finite at any step so far."""
-    from gan.trainer import NonFiniteLossError
-
     if bool(trainer.nonfinite):
         parts = {**{f"D/{k}": v for k, v in trainer.last.d.items()}, **{f"G/{k}": v for k, v in trainer.last.g.items()}}
         bad = [k for k, v in parts.items() if not math.isfinite(float(v))] or ["an earlier step's loss"]
@@ -399,6 +369,11 @@ class CheckpointHook(Hook):
         self.save(trainer)
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        if trainer.torn:
+            # An exception inside a step left G, D and their optimizers half-updated: saving that state would make
+            # a resume apply part of the step twice. The newest checkpoint on disk stays the last good one.
+            log.warning("not saving a checkpoint: step %d was interrupted half-way", trainer.step + 1)
+            return
         if bool(trainer.nonfinite):
             log.warning("not saving a checkpoint: a loss was non-finite")
             return
@@ -423,13 +398,11 @@ class ProgressHook(Hook):
         self.bar = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=self.total, initial=trainer.step, disable=not self.enabled, unit="it", dynamic_ncols=True)
 
     def after_step(self, trainer: Trainer) -> None:
         self.bar.update(1)
-        if trainer.step % self.postfix_every == 0:
+        if self.postfix_every and trainer.step % self.postfix_every == 0:
             parts = {
                 **{f"D_{k}": v for k, v in trainer.last.d.items()},
                 **{f"G_{k}": v for k, v in trainer.last.g.items()},
@@ -439,22 +412,3 @@ class ProgressHook(Hook):
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool) -> list[Hook]:
-    """The built-in hooks configured in ``cfg.hooks``. Order matters: the NaN guard runs before checkpoints."""
-    h = cfg.hooks
-    hooks: list[Hook] = [
-        NanGuardHook(h.nan_guard.every),
-        ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
-        ScalarsHook(writer, h.scalars.every),
-        SigmaHook(writer, h.sigma.every),
-        LipschitzHook(writer, h.lipschitz.every, h.lipschitz.num_images, h.lipschitz.jacobian),
-        NormsHook(writer, h.norms.every),
-        ImagesHook(writer, h.images.every, h.images.num_images),
-    ]
-    if has_paired:
-        hooks.append(PairedL1Hook(writer, h.paired_l1.every, h.paired_l1.num_images))
-    hooks.append(FidHook(writer, cfg, run_dir))
-    hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep))
-    return hooks

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import torch
@@ -14,18 +12,14 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "OperatorNormState",
     "apply_spectral_norm",
-    "circular_conv_operator_norm",
-    "dense_operator_matrix",
-    "eval_weight",
+    "effective_weight",
     "get_power_iteration_mode",
     "has_spectral_norm",
     "migrate_spectral_norm_state_dict",
-    "operator_norm",
     "power_iteration_",
     "remove_spectral_norm",
-    "reshaped_sigma",
+    "reshape_dim",
     "set_power_iteration_mode",
     "sn_estimate",
     "spectral_norm",
@@ -158,6 +152,18 @@ def has_spectral_norm(module: nn.Module) -> bool:
     return _find_hook(module) is not None
 
 
+def reshape_dim(module: nn.Module) -> int:
+    """The dim that spectral norm moves to the front of ``module.weight`` before reshaping it to W_mat.
+
+    The layer's own ``dim`` if it carries this spectral norm, else the default :func:`spectral_norm` picks: 1 for
+    ConvTranspose (weight (in, out/groups, *k)), 0 otherwise.
+    """
+    hook = _find_hook(module)
+    if hook is not None:
+        return hook.dim
+    return 1 if isinstance(module, _CONV_TRANSPOSE) else 0
+
+
 def _check_args(module: nn.Module, n_power_iterations: int, eps: float, dim: int | None) -> int:
     """Validate the arguments of :func:`spectral_norm`; returns ``dim`` resolved to a non-negative index."""
     if not isinstance(module, _SUPPORTED):
@@ -181,7 +187,7 @@ def _check_args(module: nn.Module, n_power_iterations: int, eps: float, dim: int
     if not weight.is_floating_point():
         raise ValueError(f"spectral_norm needs a real floating-point weight, got {weight.dtype}")
     if dim is None:
-        dim = 1 if isinstance(module, _CONV_TRANSPOSE) else 0
+        dim = reshape_dim(module)
     if not -weight.ndim <= dim < weight.ndim:
         raise ValueError(f"dim {dim} is out of range for a {weight.ndim}-d weight")
     return dim % weight.ndim
@@ -218,15 +224,23 @@ def spectral_norm(module: M, n_power_iterations: int = 1, eps: float = 1e-12, di
     are consistent). The legacy torch hook starts from one iteration on a random u, where sigma can be far below
     sigma_max and the first discriminator step uses ||W_SN|| >> 1; 15 mat-vec pairs once is cheap.
 
-    State and ``module.weight``. The weight Parameter (the same object, so an existing optimizer keeps working) is
-    renamed ``weight_orig``; persistent buffers ``weight_u``, ``weight_v``: the layout of
-    ``torch.nn.utils.spectral_norm``, so state dicts load both ways. State dicts of
-    ``torch.nn.utils.parametrizations.spectral_norm`` load too: a load_state_dict pre-hook renames their keys (see
-    :func:`migrate_spectral_norm_state_dict`). ``module.weight`` becomes a plain attribute
-    that a forward pre-hook recomputes; after each forward a forward hook replaces it by a detached snapshot, so the
-    module holds no graph between forwards and ``copy.deepcopy`` works before and after a forward. Code that reads
-    ``module.weight`` without calling the module's forward (e.g. ``nn.MultiheadAttention.out_proj``) sees that
-    stale snapshot.
+    State dicts. The weight Parameter (the same object, so an existing optimizer keeps working) is renamed
+    ``weight_orig``; persistent buffers ``weight_u``, ``weight_v``; ``state_dict()._metadata[prefix]`` gets
+    ``"spectral_norm": {"weight.version": 1}``. That is the layout and metadata of ``torch.nn.utils.spectral_norm``,
+    so state dicts load both ways. A load_state_dict pre-hook also accepts the two other layouts torch writes: keys
+    of ``torch.nn.utils.parametrizations.spectral_norm`` are renamed (see :func:`migrate_spectral_norm_state_dict`),
+    and torch's oldest, unversioned legacy layout (``weight`` = W / sigma stored, no ``weight_v``) is converted as
+    torch converts it: sigma = mean(W_orig / W) and v = pinv(W_mat) u rescaled to u^T W_mat v = sigma, here in
+    float64 (torch's float32 solve can return a noisy v for convs; the eval weight agrees either way).
+
+    ``module.weight`` is a plain attribute, not a Parameter: a forward pre-hook recomputes it, and after each forward
+    a forward hook replaces it by a detached snapshot, so the module holds no graph between forwards and
+    ``copy.deepcopy`` works before and after a forward. Right after ``spectral_norm``, after ``load_state_dict`` and
+    after :func:`power_iteration_` it is W / sigma from the stored u, v. Torch's legacy hook differs here: right after
+    registration its ``module.weight`` is ``weight_orig.data``, the unnormalised W sharing weight_orig's storage (so a
+    load changes it with weight_orig) until the first forward, and nothing but a forward recomputes it. Code that
+    reads ``module.weight`` without calling the module's forward (e.g. ``nn.MultiheadAttention.out_proj``) sees the
+    last snapshot; :func:`effective_weight` is always current.
 
     Raises ValueError for an unsupported module, n_power_iterations < 1, eps <= 0, a bad ``dim``, a lazy or
     non-float weight, or a module that already carries this spectral norm.
@@ -244,18 +258,19 @@ def spectral_norm(module: M, n_power_iterations: int = 1, eps: float = 1e-12, di
     module.register_buffer(_U, u)
     module.register_buffer(_V, v)
     hook = _SpectralNormHook(dim, n_power_iterations, eps)
-    with torch.no_grad():
-        setattr(module, _NAME, hook.compute_weight(module, do_power_iteration=False))
     module.register_forward_pre_hook(hook)
+    _store_weight(module)
     module.register_forward_hook(_release_graph_weight, always_call=True)
+    module.register_state_dict_post_hook(_record_version)
     module.register_load_state_dict_pre_hook(_migrate_on_load)
+    module.register_load_state_dict_post_hook(_store_weight_after_load)
     return module
 
 
 def remove_spectral_norm(module: M) -> M:
     """Bake the current normalised weight (stored u, v; no further iteration) into a plain Parameter ``weight``.
 
-    Removes ``weight_orig``, the buffers and both hooks. Raises ValueError if the module carries no spectral norm.
+    Removes ``weight_orig``, the buffers and all the hooks. Raises ValueError if the module carries no spectral norm.
     """
     hook = _require_hook(module)
     with torch.no_grad():
@@ -273,6 +288,12 @@ def remove_spectral_norm(module: M) -> M:
     for key, load_hook in list(module._load_state_dict_pre_hooks.items()):
         if getattr(load_hook, "hook", None) is _migrate_on_load:
             del module._load_state_dict_pre_hooks[key]
+    for hooks, function in (
+        (module._state_dict_hooks, _record_version),
+        (module._load_state_dict_post_hooks, _store_weight_after_load),
+    ):
+        for key in [key for key, registered in hooks.items() if registered is function]:
+            del hooks[key]
     for name in (_ORIG, _U, _V, _NAME):
         delattr(module, name)
     module.register_parameter(_NAME, nn.Parameter(weight, requires_grad=requires_grad))
@@ -288,6 +309,22 @@ def sn_estimate(module: nn.Module) -> torch.Tensor:
     with torch.no_grad():
         weight_mat = _weight_matrix(getattr(module, _ORIG), hook.dim)
         return _sigma(weight_mat, getattr(module, _U), getattr(module, _V)).float()
+
+
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight an eval-mode forward of this SN layer uses: W / (u^T W_mat v) from the stored u, v, detached.
+
+    Runs no power iteration and writes nothing, in either mode and train/eval state, so monitoring never moves u, v;
+    unlike the ``module.weight`` snapshot it is never stale. Raises ValueError without spectral norm.
+    """
+    hook = _require_hook(module)
+    with torch.no_grad():
+        return hook.compute_weight(module, do_power_iteration=False)
+
+
+def _store_weight(module: nn.Module) -> None:
+    """Set the ``module.weight`` snapshot to :func:`effective_weight` (no iteration)."""
+    setattr(module, _NAME, effective_weight(module))
 
 
 def spectral_norm_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -358,12 +395,17 @@ def power_iteration_(model: nn.Module) -> int:
         hook = _require_hook(module)
         weight_mat = _weight_matrix(getattr(module, _ORIG).detach(), hook.dim)
         _power_iteration(weight_mat, getattr(module, _U), getattr(module, _V), hook.n_power_iterations, hook.eps)
-        with torch.no_grad():
-            setattr(module, _NAME, hook.compute_weight(module, do_power_iteration=False))
+        _store_weight(module)
     return len(layers)
 
 
-# --- state dicts of torch.nn.utils.parametrizations.spectral_norm ----------------------------------------------------
+# --- state dicts: torch's legacy versions and its parametrization ---------------------------------------------------
+
+# torch's legacy SpectralNorm._version, recorded as local_metadata["spectral_norm"]["weight.version"]. Version 1 (the
+# current one, ours) stores weight_orig, weight_u and weight_v; version None stored weight_orig, weight = W / sigma
+# and weight_u, without weight_v.
+_VERSION = 1
+_VERSION_KEY = _NAME + ".version"
 
 # torch's parametrization keys (after a module prefix) and ours. Its eval weight is W / (u^T W_mat v) with its own
 # u, v, and so is ours, so the buffers map one to one. Its training step runs u = normalize(W v) then
@@ -374,6 +416,11 @@ _PARAMETRIZATION_KEYS = {
     "parametrizations.weight.0._u": _U,
     "parametrizations.weight.0._v": _V,
 }
+
+
+def _record_version(module: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any]) -> None:
+    """State-dict post-hook: ``metadata[prefix]["spectral_norm"] = {"weight.version": 1}``, as torch's legacy hook."""
+    local_metadata.setdefault("spectral_norm", {})[_VERSION_KEY] = _VERSION
 
 
 def migrate_spectral_norm_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
@@ -410,190 +457,65 @@ def _migrate_on_load(
     unexpected_keys: list[str],
     error_msgs: list[str],
 ) -> None:
-    """Load state-dict pre-hook: rename this layer's parametrization keys in the (already copied) dict in place."""
+    """Load state-dict pre-hook: bring this layer's entries of the (already copied) dict into the current layout.
+
+    Renames parametrization keys, then converts the unversioned legacy layout (:func:`_convert_version_none`).
+    """
     for old, new in _PARAMETRIZATION_KEYS.items():
         if prefix + old in state_dict and prefix + new not in state_dict:
             state_dict[prefix + new] = state_dict.pop(prefix + old)
+    version = local_metadata.get("spectral_norm", {}).get(_VERSION_KEY)
+    if version is None or version < _VERSION:
+        _convert_version_none(module, state_dict, prefix, version, strict, missing_keys)
 
 
-# --- exact operator norms (monitoring, Lipschitz bounds, test ground truth) ------------------------------------------
+def _convert_version_none(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    version: int | None,
+    strict: bool,
+    missing_keys: list[str],
+) -> None:
+    """Convert torch's version-None layout in place, with the rules of torch's SpectralNormLoadStateDictPreHook.
 
-# Column limit of dense_operator_matrix: the matrix has prod(input_shape) columns and is only for small test layers.
-_DENSE_MAX_COLUMNS = 1 << 14
-
-_CONV_TRANSPOSE_FN = {
-    nn.ConvTranspose1d: F.conv_transpose1d,
-    nn.ConvTranspose2d: F.conv_transpose2d,
-    nn.ConvTranspose3d: F.conv_transpose3d,
-}
-
-
-@dataclass
-class OperatorNormState:
-    """Warm-start state of :func:`operator_norm`, kept between calls so that periodic monitoring stays cheap."""
-
-    x: torch.Tensor | None = None  # last right singular vector estimate, shape (1, *input_shape)
-    sigma: float = 0.0
-    iterations: int = 0  # total iterations run so far
-
-
-def eval_weight(layer: nn.Module) -> torch.Tensor:
-    """The weight the layer's forward uses in eval mode, detached: W / sigma(stored u, v) for our SN, else ``weight``.
-
-    compute_weight without iteration reads the buffers and writes nothing, so monitoring never moves u, v.
+    A dict without version metadata that has weight_orig, weight_u and weight_v but no weight is taken as current
+    (hand-made, migrated, or written before this file recorded the version). Otherwise weight_orig, weight and weight_u
+    must be present (else they are reported missing and nothing changes). That layout was saved after at least one
+    training forward, so u = normalize(W_mat v) and W = W_orig / sigma: sigma = mean(W_orig / W), and ``weight`` is
+    replaced by a v with W_mat v parallel to u and u^T W_mat v = sigma, so the eval weight is the stored W.
     """
-    hook = _find_hook(layer)
+    key = prefix + _NAME
+    if version is None and key not in state_dict and all(key + s in state_dict for s in ("_orig", "_u", "_v")):
+        return
+    absent = [key + suffix for suffix in ("_orig", "", "_u") if key + suffix not in state_dict]
+    if absent:
+        if strict:
+            missing_keys.extend(absent)
+        return
     with torch.no_grad():
-        if hook is not None:
-            return hook.compute_weight(layer, do_power_iteration=False).detach()
-        weight = getattr(layer, _NAME, None)
-        if not isinstance(weight, torch.Tensor):
-            raise ValueError(f"this {type(layer).__name__} has no weight tensor")
-        return weight.detach()
+        weight_orig = state_dict[key + "_orig"]
+        sigma = (weight_orig / state_dict.pop(key)).mean()
+        weight_mat = _weight_matrix(weight_orig, _require_hook(module).dim)
+        state_dict[key + "_v"] = _solve_v(weight_mat, state_dict[key + "_u"], sigma)
 
 
-def _linear_map(layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The bias-free linear map x -> A x of ``layer`` (batched input), in the work dtype of its weight."""
-    if not isinstance(layer, _SUPPORTED):
-        raise ValueError(f"operator norms support Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
-    weight = eval_weight(layer)
-    weight = weight.to(_work_dtype(weight.dtype))
-    if isinstance(layer, nn.Linear):
-        return lambda x: F.linear(x, weight)
-    if isinstance(layer, _CONV_TRANSPOSE):
-        transpose_fn = _CONV_TRANSPOSE_FN[type(layer)]
-        return lambda x: transpose_fn(
-            x, weight, None, layer.stride, layer.padding, layer.output_padding, layer.groups, layer.dilation
-        )
-    # _conv_forward applies the layer's padding_mode (reflect, replicate, circular) exactly as its forward does.
-    return lambda x: layer._conv_forward(x, weight, None)
+def _solve_v(weight_mat: torch.Tensor, u: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """v = pinv(W_mat) u, rescaled so that u^T W_mat v = sigma; computed in float64, returned in u's dtype.
 
-
-def _adjoint_product(
-    apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A x, A^T A x) by one forward and one vector-Jacobian product: autograd's adjoint is exact for every padding."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        y = apply(x)
-        (ata_x,) = torch.autograd.grad(y, x, grad_outputs=y.detach())
-    return y.detach(), ata_x
-
-
-def _initial_vector(weight: torch.Tensor, shape: tuple[int, ...], state: OperatorNormState | None) -> torch.Tensor:
-    """The warm-start vector from ``state`` when its shape fits, else a fixed-seed Gaussian (global RNG untouched)."""
-    dtype = _work_dtype(weight.dtype)
-    if state is not None and state.x is not None and tuple(state.x.shape) == shape:
-        return state.x.to(device=weight.device, dtype=dtype)
-    gen = torch.Generator(device=weight.device).manual_seed(0)
-    return torch.randn(shape, generator=gen, device=weight.device, dtype=dtype)
-
-
-def _power_iterate(
-    apply: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_iterations: int, tol: float
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Power iteration on A^T A from ``x``; returns (last unit x, sigma = ||A x_prev||, iterations run)."""
-    x = x / x.norm()
-    sigma = x.new_zeros(())
-    done = 0
-    while done < n_iterations:
-        done += 1
-        y, ata_x = _adjoint_product(apply, x)
-        previous, sigma = sigma, y.norm()  # x has unit norm, so this is the Rayleigh quotient's square root
-        norm = ata_x.norm()
-        if norm == 0:  # x lies in the kernel (or A = 0): nothing to iterate on, and sigma = 0 is exact for this x
-            break
-        x = ata_x / norm
-        if (sigma - previous).abs() <= tol * sigma:
-            break
-    return x, sigma, done
-
-
-def operator_norm(
-    layer: nn.Module,
-    input_shape: tuple[int, ...],
-    n_iterations: int = 50,
-    tol: float = 1e-6,
-    state: OperatorNormState | None = None,
-) -> torch.Tensor:
-    """Power-iteration estimate of the l2 operator norm of ``layer``'s linear part on inputs of ``input_shape``.
-
-    ``input_shape`` excludes the batch dimension: (features,) or (C, H, W). Stride, padding, dilation, groups,
-    output_padding and padding_mode all enter through the layer's own functional op, and the adjoint comes from
-    autograd, so it is exact. The bias is excluded (it does not change the Lipschitz constant). For our SN layers the
-    normalised eval weight W / (u^T W_mat v) is used; u, v, the layer's mode and the global RNG are left untouched.
-
-    Iteration: ``x <- A^T A x / ||A^T A x||`` and ``sigma = ||A x|| / ||x||``, until the relative change of sigma is
-    below ``tol`` or after ``n_iterations``. sigma is a Rayleigh-quotient lower bound that increases towards the true
-    norm from below; clustered top singular values (typical for convs) make the last digits slow (reference notes
-    section 7.2). Measured on 13 small Linear/Conv2d/ConvTranspose2d layers x 3 seeds (tests/test_operator_norm.py):
-    0.99 of the true norm within 44 iterations (typically 4-27), so the default 50 gives about 1 %; tight agreement
-    needs many more. Warm-starts from ``state.x`` when its shape matches and updates ``state``: a warm call on an
-    unchanged layer stops after 2 iterations.
-
-    Returns a detached 0-d tensor: float64 for a float64 weight, else float32.
+    This is torch's ``_solve_v_and_rescale`` (least squares: W_mat v = u when u lies in W_mat's range), but torch
+    computes ``pinverse(W^T W)`` in the dict's dtype with rcond 1e-15: for a float32 conv (W_mat wider than tall,
+    W^T W singular) it inverts rounding noise, and v comes out far from the saved one, though the eval weight still
+    matches after the rescale. In float64 the solution lies in W_mat's row space, where W_mat v = c u fixes v: it is
+    the v of the saved pair up to rounding.
     """
-    if n_iterations < 1:
-        raise ValueError(f"n_iterations must be >= 1, got {n_iterations!r}")
-    apply = _linear_map(layer)
-    weight = eval_weight(layer)
-    x = _initial_vector(weight, (1, *input_shape), state)
-    with torch.no_grad(), _autocast_off(weight.device.type):
-        x, sigma, done = _power_iterate(apply, x, n_iterations, tol)
-    if state is not None:
-        state.x, state.sigma, state.iterations = x.detach(), float(sigma), state.iterations + done
-    return sigma.detach().to(torch.float64 if weight.dtype == torch.float64 else torch.float32)
+    dtype = torch.float32 if weight_mat.device.type == "mps" else torch.float64  # MPS has no float64
+    w, u_work = weight_mat.to(dtype), u.to(device=weight_mat.device, dtype=dtype)
+    v = torch.linalg.pinv(w) @ u_work
+    v = v * (sigma.to(dtype) / torch.dot(u_work, w @ v))
+    return v.to(u.dtype)
 
 
-def circular_conv_operator_norm(weight: torch.Tensor, input_hw: tuple[int, int], groups: int = 1) -> torch.Tensor:
-    """Exact l2 norm of a stride-1, circularly padded 2-d conv on an H x W input (Sedghi, Gupta, Long, ICLR 2019).
-
-    The conv is block doubly circulant, so its singular values are those of the (out x in) matrices
-    P(w) = fft2(weight, s=(H, W))[:, :, p, q] over all frequencies; the norm is their largest. Cross-correlation and
-    the padding offset only conjugate or phase-shift P(w), which leaves the singular values unchanged.
-    ``weight`` has the Conv2d layout (out, in, kh, kw); pass an SN layer's normalised weight for W_SN.
-    Raises ValueError for groups != 1, a non-4-d weight, or an input smaller than the kernel (fft2 would truncate the
-    kernel instead of wrapping it).
-    """
-    if groups != 1:
-        raise ValueError(f"circular_conv_operator_norm supports groups=1 only, got groups={groups}")
-    if weight.ndim != 4:
-        raise ValueError(f"expected a 4-d Conv2d weight (out, in, kh, kw), got shape {tuple(weight.shape)}")
-    height, width = input_hw
-    if height < weight.shape[2] or width < weight.shape[3]:
-        raise ValueError(f"input {input_hw} is smaller than the kernel {tuple(weight.shape[2:])}")
-    weight = weight.detach().to(_work_dtype(weight.dtype))
-    transfer = torch.fft.fft2(weight, s=(height, width))  # (out, in, H, W), complex
-    return torch.linalg.svdvals(transfer.permute(2, 3, 0, 1)).max()
-
-
-def dense_operator_matrix(layer: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
-    """The dense (out_numel x in_numel) matrix of ``layer``'s bias-free linear map, for tests and ground truth only.
-
-    Built by applying the map to every standard basis input, so memory grows as in_numel * out_numel; raises
-    ValueError beyond 2**14 input elements. Uses the same weight as :func:`operator_norm` (normalised for SN).
-    """
-    columns = math.prod(input_shape)
-    if columns > _DENSE_MAX_COLUMNS:
-        raise ValueError(
-            f"dense_operator_matrix is for small test layers: {columns} input elements exceed {_DENSE_MAX_COLUMNS}"
-        )
-    apply = _linear_map(layer)
-    weight = eval_weight(layer)
-    basis = torch.eye(columns, device=weight.device, dtype=_work_dtype(weight.dtype)).reshape(columns, *input_shape)
-    with torch.no_grad(), _autocast_off(weight.device.type):
-        return apply(basis).reshape(columns, -1).T
-
-
-def reshaped_sigma(layer: nn.Module) -> torch.Tensor:
-    """Exact largest singular value of the SN reshape W_mat (what spectral norm estimates), detached.
-
-    Uses the normalised weight for our SN layers (so a converged SN layer gives 1) and the SN reshape convention
-    (dim 1 for ConvTranspose, else 0). This is not the conv's operator norm: see :func:`operator_norm`.
-    """
-    if not isinstance(layer, _SUPPORTED):
-        raise ValueError(f"reshaped_sigma supports Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
-    hook = _find_hook(layer)
-    dim = hook.dim if hook is not None else (1 if isinstance(layer, _CONV_TRANSPOSE) else 0)
-    weight = eval_weight(layer)
-    return torch.linalg.matrix_norm(_weight_matrix(weight.to(_work_dtype(weight.dtype)), dim), 2)
+def _store_weight_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """Load state-dict post-hook: the ``module.weight`` snapshot follows the loaded weight_orig, u and v."""
+    _store_weight(module)

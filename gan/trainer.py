@@ -11,40 +11,62 @@ import logging
 import random
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from gan.config import Config, config_to_dict
 from gan.data import DataBundle
+from gan.interrupt import StopRequested, stop_requested
 from gan.losses import ADVERSARIAL_LOSSES, classification_loss, gradient_penalty, r1_penalty, reconstruction_loss
-from gan.models import build_discriminator, build_generator
-from gan.norms import clamp_gates_, gate_parameters, set_norm_step, set_sync_batch_stats, uses_batch_statistics
-from gan.spectral import power_iteration_, set_power_iteration_mode
-
-if TYPE_CHECKING:
-    from gan.hooks import Hook
+from gan.norms import clamp_gates_, set_norm_step
+from gan.spectral import power_iteration_
 
 log = logging.getLogger(__name__)
+
+
+class Hook(Protocol):
+    """What the trainer calls (gan.hooks.Hook is the base class with no-op defaults)."""
+
+    every: int
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+    def after_step(self, trainer: Trainer) -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
 
 
-class StepBatchSampler(Sampler[list[int]]):
+class StepBatchSampler(Sampler[list]):
     """Batches as a pure function of (seed, step): a resumed run sees exactly the batches it would have seen.
 
-    Each epoch is a fresh permutation seeded by (seed, epoch); the last partial batch of an epoch is dropped.
+    Each epoch is a fresh permutation seeded by (seed, epoch); the last partial batch of an epoch is dropped. With
+    ``flip`` every item comes as ``(index, mirror)``, the horizontal flips drawn from (seed, step) too, so they do
+    not depend on the global RNG of the process (or of a DataLoader worker) that loads the images.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int, start_step: int, total_steps: int) -> None:
+    def __init__(
+        self, num_items: int, batch_size: int, seed: int, start_step: int, total_steps: int, flip: bool = False
+    ) -> None:
         self.n, self.batch, self.seed, self.start, self.total = num_items, batch_size, seed, start_step, total_steps
         self.per_epoch = max(1, num_items // batch_size)
+        self.flip = flip
+
+    def keys_at(self, step: int) -> list:
+        """The dataset keys of ``step``'s batch: indices, or (index, mirror) pairs with ``flip``."""
+        indices = self.batch_at(step)
+        if not self.flip:
+            return indices
+        g = torch.Generator().manual_seed((self.seed * 1_000_000_007 + step) % 2**63)
+        mirror = (torch.rand(len(indices), generator=g) < 0.5).tolist()
+        return list(zip(indices, mirror))
 
     def batch_at(self, step: int) -> list[int]:
         epoch, j = divmod(step, self.per_epoch)
@@ -54,9 +76,9 @@ class StepBatchSampler(Sampler[list[int]]):
             perm = perm.repeat(self.batch // self.n + 1)
         return perm[j * self.batch : (j + 1) * self.batch].tolist()
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:
         for step in range(self.start, self.total):
-            yield self.batch_at(step)
+            yield self.keys_at(step)
 
     def __len__(self) -> int:
         return max(0, self.total - self.start)
@@ -70,108 +92,104 @@ class StepResult:
     g: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class Trainer:
-    """Builds G, D, optimizers and schedulers from a Config and trains them on a DataBundle."""
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the loop needs to know, as plain values (``gan.build`` fills it from the config's train/loss keys)."""
 
-    def __init__(self, cfg: Config, data: DataBundle, device: torch.device, hooks: list[Hook] | None = None) -> None:
-        self.cfg, self.data, self.device = cfg, data, device
-        self.hooks = list(hooks or [])
+    steps: int
+    batch_size: int
+    seed: int = 0
+    n_critic: int = 5
+    lr_decay_steps: int = 0
+    g_ema_decay: float = 0.0
+    adversarial: str = "wgan"
+    lambda_cls: float = 1.0
+    lambda_rec: float = 10.0
+    lambda_gp: float = 10.0
+    lambda_r1: float = 0.0
+    sn_per_step: bool = True  # advance D's spectral-norm power iteration once per D step (manual mode)
+    num_workers: int = 0
+
+
+class Trainer:
+    """Trains a generator and a discriminator, built by ``gan.build``, on a DataBundle with StarGAN's steps.
+
+    ``metadata`` (the resolved config, for one) is stored in every ``state_dict()`` as it is.
+    """
+
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        opt_G: torch.optim.Optimizer,
+        opt_D: torch.optim.Optimizer,
+        data: DataBundle,
+        device: torch.device,
+        settings: TrainSettings,
+        hooks: Sequence[Hook] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.G, self.D, self.opt_G, self.opt_D = G, D, opt_G, opt_D
+        self.data, self.device, self.settings = data, device, settings
+        self.space = data.space
+        self.hooks = list(hooks)
+        self.metadata = dict(metadata or {})
         self.num_domains = len(data.domains)
-        torch.manual_seed(cfg.train.seed)
-        random.seed(cfg.train.seed)
-        self.G = build_generator(cfg.model.generator, self.num_domains).to(device)
-        self.D = build_discriminator(cfg.model.discriminator, cfg.data.image_size, self.num_domains).to(device)
-        self.sn_per_step = cfg.model.discriminator.spectral_norm.update == "step"
-        if self.sn_per_step:
-            set_power_iteration_mode(self.D, "manual")
-        if cfg.model.sync_batchnorm:
-            for net in (self.G, self.D):
-                set_sync_batch_stats(net, True)
-        self._warn_about_batch_statistics_in_d()
         self.G_ema = self._make_ema()
-        self.opt_G = torch.optim.Adam(self._g_param_groups(), betas=(cfg.train.beta1, cfg.train.beta2))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), cfg.train.d_lr, betas=(cfg.train.beta1, cfg.train.beta2))
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, self._lr_factor)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, self._lr_factor)
-        self.adv = ADVERSARIAL_LOSSES.get(cfg.loss.adversarial)
+        self.adv = ADVERSARIAL_LOSSES.get(settings.adversarial)
         self.step = 0
         self.last = StepResult()
         # Accumulates "some loss was non-finite" on the device, so the NaN guard needs no per-step sync.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         self.stop_requested = False
-        self.completed = False  # set when fit() ends: True if it ran to train.steps without a stop or an error
+        self.completed = False  # set when fit() ends: True if it ran to settings.steps without a stop or an error
+        self.torn = False  # set when an exception interrupted a step half-way: that state must never be saved
 
     # ------------------------------------------------------------------------------------------------- set-up
     def _make_ema(self) -> nn.Module | None:
-        if self.cfg.train.g_ema_decay <= 0:
+        if self.settings.g_ema_decay <= 0:
             return None
         ema = copy.deepcopy(self.G).eval()
         ema.requires_grad_(False)
         return ema
 
-    def _warn_about_batch_statistics_in_d(self) -> None:
-        d_norm, loss = self.cfg.model.discriminator.norm, self.cfg.loss
-        if uses_batch_statistics(d_norm) and (loss.lambda_gp > 0 or loss.lambda_r1 > 0):
-            log.warning(
-                "model.discriminator.norm=%s normalises with batch statistics: D's output for one image depends on "
-                "the others in its batch, so the per-sample gradient penalty (loss.lambda_gp / loss.lambda_r1) is "
-                "ill-defined; prefer layer, instance, group or none in D",
-                d_norm,
-            )
-
-    def _g_param_groups(self) -> list[dict[str, Any]]:
-        # Batch-Instance gates get their own group: lr times gate_lr_multiplier and no weight decay (Nam & Kim).
-        gates = list(gate_parameters(self.G))
-        gate_ids = {id(p) for p in gates}
-        rest = [p for p in self.G.parameters() if id(p) not in gate_ids]
-        groups: list[dict[str, Any]] = [{"params": rest, "lr": self.cfg.train.g_lr}]
-        if gates:
-            lr = self.cfg.train.g_lr * self.cfg.train.gate_lr_multiplier
-            groups.append({"params": gates, "lr": lr, "weight_decay": 0.0})
-        return groups
-
     def _lr_factor(self, step: int) -> float:
         """Linear decay to zero over the last ``lr_decay_steps`` steps (StarGAN's schedule, applied every step)."""
-        total, decay = self.cfg.train.steps, self.cfg.train.lr_decay_steps
-        start = total - decay
-        if decay <= 0 or step < start:
-            return 1.0
-        return max(0.0, (total - step) / decay)
+        return lr_factor(step, self.settings.steps, self.settings.lr_decay_steps)
 
     def make_loader(self) -> DataLoader:
-        """A loader whose batches depend only on (seed, step), starting at the current step."""
-        sampler = StepBatchSampler(
-            len(self.data.train), self.cfg.train.batch_size, self.cfg.train.seed, self.step, self.cfg.train.steps
-        )
-        workers = self.cfg.data.num_workers
+        """A loader whose batches (and flips) depend only on (seed, step), starting at the current step."""
+        s = self.settings
+        flip = bool(getattr(self.data.train, "flip", False))
+        sampler = StepBatchSampler(len(self.data.train), s.batch_size, s.seed, self.step, s.steps, flip=flip)
         return DataLoader(
             self.data.train,
             batch_sampler=sampler,
-            num_workers=workers,
+            num_workers=s.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             # Its own generator: creating the iterator must not draw from the global RNG (exact resume).
-            generator=torch.Generator().manual_seed(self.cfg.train.seed + self.step),
+            generator=torch.Generator().manual_seed(s.seed + self.step),
         )
 
     # ------------------------------------------------------------------------------------------------- labels
     def domain_vector(self, labels: torch.Tensor) -> torch.Tensor:
-        """Labels as the float vectors G takes: one-hot for single-label data, 0/1 for multi-label."""
-        if self.data.multi_label:
-            return labels.float()
-        return nn.functional.one_hot(labels, self.num_domains).float()
+        """Labels as the float vectors G takes (gan.labels: one-hot, or the 0/1 attribute vector)."""
+        return self.space.vectors(labels)
 
     def random_targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """StarGAN's target labels: the batch's own labels in a random order."""
-        return labels[torch.randperm(labels.size(0), device=labels.device)]
+        """StarGAN's target labels: the batch's own labels in a random order (gan.labels.LabelSpace.shuffled)."""
+        return self.space.shuffled(labels)
 
     # -------------------------------------------------------------------------------------------------- steps
     def d_step(self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor) -> dict[str, torch.Tensor]:
         """One critic update: adversarial + domain classification on reals + optional GP and R1."""
-        cfg = self.cfg.loss
-        if self.sn_per_step:
+        s = self.settings
+        if s.sn_per_step:
             power_iteration_(self.D)  # once per optimizer step; the forwards below all divide by the same sigma
-        use_r1 = cfg.lambda_r1 > 0
+        use_r1 = s.lambda_r1 > 0
         x_in = x_real.detach().requires_grad_(use_r1)
         out_real, cls_real = self.D(x_in)
         with torch.no_grad():
@@ -181,21 +199,22 @@ class Trainer:
             "adv": self.adv.d(out_real, out_fake),
             "cls": classification_loss(cls_real, label_org, self.data.multi_label),
         }
-        total = parts["adv"] + cfg.lambda_cls * parts["cls"]
-        if cfg.lambda_gp > 0:
+        total = parts["adv"] + s.lambda_cls * parts["cls"]
+        if s.lambda_gp > 0:
             parts["gp"] = gradient_penalty(lambda x: self.D(x)[0], x_real, x_fake)
-            total = total + cfg.lambda_gp * parts["gp"]
+            total = total + s.lambda_gp * parts["gp"]
         if use_r1:
             parts["r1"] = r1_penalty(out_real, x_in)
-            total = total + cfg.lambda_r1 * parts["r1"]
+            total = total + s.lambda_r1 * parts["r1"]
         self.opt_D.zero_grad(set_to_none=True)
         total.backward()
         self.opt_D.step()
+        clamp_gates_(self.D)  # Batch-Instance gates stay in [0, 1] (Nam & Kim), in D as in G
         return self._detached(parts, total)
 
     def g_step(self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor) -> dict[str, torch.Tensor]:
         """One generator update: fool D, land in the target domain, and reconstruct the input from the fake."""
-        cfg = self.cfg.loss
+        s = self.settings
         x_fake = self.G(x_real, self.domain_vector(label_trg))
         out_fake, cls_fake = self.D(x_fake)
         x_rec = self.G(x_fake, self.domain_vector(label_org))
@@ -204,7 +223,7 @@ class Trainer:
             "cls": classification_loss(cls_fake, label_trg, self.data.multi_label),
             "rec": reconstruction_loss(x_real, x_rec),
         }
-        total = parts["adv"] + cfg.lambda_cls * parts["cls"] + cfg.lambda_rec * parts["rec"]
+        total = parts["adv"] + s.lambda_cls * parts["cls"] + s.lambda_rec * parts["rec"]
         self.opt_G.zero_grad(set_to_none=True)
         total.backward()
         self.opt_G.step()
@@ -220,7 +239,7 @@ class Trainer:
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
-        decay = self.cfg.train.g_ema_decay
+        decay = self.settings.g_ema_decay
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
             p_ema.lerp_(p, 1.0 - decay)
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
@@ -239,7 +258,7 @@ class Trainer:
         for net in (self.G, self.D):
             set_norm_step(net, self.step)  # Batch Renorm's clipping schedule follows the training step
         self.last.d = self.d_step(x_real, label_org, label_trg)
-        if (self.step + 1) % self.cfg.train.n_critic == 0:
+        if (self.step + 1) % self.settings.n_critic == 0:
             self.last.g = self.g_step(x_real, label_org, label_trg)
         with warnings.catch_warnings():
             # G's optimizer first steps at iteration n_critic; the schedule is per iteration on purpose.
@@ -248,29 +267,58 @@ class Trainer:
         self.sched_D.step()
         self.step += 1
 
+    def _stopping(self) -> bool:
+        return self.stop_requested or stop_requested()
+
     def fit(self) -> None:
-        """Train until ``train.steps`` or a stop request, firing hooks after every step."""
+        """Train until ``settings.steps`` or a stop request, firing hooks after every step.
+
+        A stop request (``stop_requested``, or gan.interrupt's flag, which long hook work also honours by raising
+        StopRequested) ends the run after the current step; an exception inside a step marks the state ``torn``
+        so that no checkpoint of it is written. Every hook's ``on_fit_end`` runs, even when an earlier one fails.
+        """
         self.G.train()
         self.D.train()
-        for hook in self.hooks:
-            hook.on_fit_start(self)
-        completed = False
+        completed, in_step = False, False
         try:
-            for batch in self.make_loader():
-                self.train_step(batch)
-                for hook in self.hooks:
-                    if self.step % hook.every == 0:
-                        hook.after_step(self)
-                if self.stop_requested:
-                    log.info("stop requested at step %d", self.step)
-                    break
-            completed = not self.stop_requested
+            for hook in self.hooks:
+                hook.on_fit_start(self)
+            if not self._stopping():
+                for batch in self.make_loader():
+                    in_step = True
+                    self.train_step(batch)
+                    in_step = False
+                    for hook in self.hooks:
+                        if hook.every and self.step % hook.every == 0:
+                            hook.after_step(self)
+                    if self._stopping():
+                        log.info("stop requested at step %d", self.step)
+                        break
+            completed = not self._stopping()
+        except StopRequested:
+            log.info("stop requested at step %d (during a hook)", self.step)
+        except BaseException:
+            self.torn = in_step
+            raise
         finally:
             # Hooks may skip slow end-of-run work (final evaluations) when the run was stopped or failed, so that
             # the checkpoint hook saves promptly.
             self.completed = completed
-            for hook in self.hooks:
+            self._end_hooks()
+
+    def _end_hooks(self) -> None:
+        """Every hook's on_fit_end, in order; the first failure is raised after all of them ran."""
+        failure: BaseException | None = None
+        for hook in self.hooks:
+            try:
                 hook.on_fit_end(self)
+            except StopRequested:
+                log.info("stop requested during %s.on_fit_end", type(hook).__name__)
+            except Exception as exc:
+                log.exception("%s.on_fit_end failed", type(hook).__name__)
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     # -------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -279,8 +327,8 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
+            **self.metadata,
             "step": self.step,
-            "config": config_to_dict(self.cfg),
             "domains": list(self.data.domains),
             "multi_label": self.data.multi_label,
             "G": self.G.state_dict(),
@@ -295,7 +343,8 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a ``state_dict()``; the caller has checked that the model config matches."""
+        """Restore a ``state_dict()``; the caller has checked that the model config matches. Hook states are
+        restored for the hooks attached now (see :meth:`load_hook_states` for hooks attached later)."""
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         if self.G_ema is not None:
@@ -310,5 +359,16 @@ class Trainer:
         random.setstate((version, tuple(internal), gauss))
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.load_hook_states(state.get("hooks", {}))
+
+    def load_hook_states(self, states: dict[str, Any]) -> None:
         for hook in self.hooks:
-            hook.load_state_dict(state["hooks"].get(type(hook).__name__, {}))
+            hook.load_state_dict(states.get(type(hook).__name__, {}))
+
+
+def lr_factor(step: int, total: int, decay: int) -> float:
+    """StarGAN's schedule: 1 until ``total - decay``, then linear to 0 at ``total``."""
+    start = total - decay
+    if decay <= 0 or step < start:
+        return 1.0
+    return max(0.0, (total - step) / decay)

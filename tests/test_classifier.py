@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from gan.build import build_data
 from gan.config import load_config
-from gan.data import DataBundle, TensorImageDataset, build_data
+from gan.data import DataBundle, TensorImageDataset
 from gan.errors import CheckpointError
 from gan.metrics import classifier as clf
 from gan.metrics.classifier import (

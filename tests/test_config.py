@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gan.build import load_run_config
 from gan.config import Config, config_to_dict, dump_config, load_config, read_yaml
 from gan.errors import ConfigError
 
@@ -85,7 +86,7 @@ def test_dump_round_trips(tmp_path):
 def test_bad_config_names_file_and_key(tmp_path, text, needle):
     path = _write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load_config([path])
+        load_run_config([path])  # the config checks plus those that need the models (gan.build)
     message = str(info.value)
     assert str(path) in message
     assert needle in message

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from gan.build import build_data
 from gan.config import CelebAConfig, DataConfig, FolderConfig, SyntheticConfig
-from gan.data import DataBundle, build_data, image_transform, render
+from gan.data import DataBundle, image_transform, render
 from gan.data.synthetic import STYLES, random_content, stream_generator
 from gan.errors import ConfigError, DataError
 

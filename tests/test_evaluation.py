@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
-from torch.nn import functional as F
 from torchvision import transforms as T
 
+from gan.build import dataset_id
 from gan.config import load_config
 from gan.data import image_transform
 from gan.data.base import DataBundle, ImageFileDataset, PairedSet, TensorImageDataset, uint8_to_unit
@@ -22,11 +22,8 @@ from gan.metrics.evaluation import (
     DomainScores,
     RealFeatures,
     TranslationScores,
-    dataset_id,
     evaluate_translations,
-    in_domain,
     paired_scores,
-    target_labels,
     translate_into,
     unflipped,
 )
@@ -51,11 +48,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------------------- fakes
-
-
-def domain_vector_for(multi_label: bool):
-    """The trainer's mapping (Trainer.domain_vector): one-hot for single-label, the 0/1 vector for multi-label."""
-    return (lambda t: t.float()) if multi_label else (lambda t: F.one_hot(t, len(DOMAINS)).float())
 
 
 class ShiftGenerator(nn.Module):
@@ -173,38 +165,6 @@ def expected_correct(images: torch.Tensor, domain: int, multi_label: bool) -> to
 # ------------------------------------------------------------------------------------------ domains and labels
 
 
-@pytest.mark.parametrize(
-    "labels, domain, multi_label, mask, target",
-    [
-        (torch.tensor([0, 2, 1, 2, 0]), 2, False, [False, True, False, True, False], torch.tensor([2, 2, 2, 2, 2])),
-        (torch.tensor([0, 2, 1, 2, 0]), 0, False, [True, False, False, False, True], torch.tensor([0, 0, 0, 0, 0])),
-        (torch.tensor([1]), 1, False, [True], torch.tensor([1])),
-        (
-            torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 1.0]]),
-            1,
-            True,
-            [False, False, True],
-            torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 1.0]]),
-        ),
-        (
-            torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 1.0]]),
-            2,
-            True,
-            [True, False, True],
-            torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0]]),
-        ),
-    ],
-)
-def test_in_domain_and_target_labels(labels, domain, multi_label, mask, target):
-    before = labels.clone()
-    assert torch.equal(in_domain(labels, domain, multi_label), torch.tensor(mask))
-    out = target_labels(labels, domain, multi_label)
-    assert out.dtype == (torch.float32 if multi_label else torch.int64)
-    assert torch.equal(out, target)
-    assert torch.equal(labels, before)  # the input is not modified
-    assert out.data_ptr() != labels.data_ptr()
-
-
 # ----------------------------------------------------------------------------------------------------- unflipped
 
 
@@ -275,7 +235,7 @@ def test_translate_into_uses_spread_non_members_and_quantises(multi_label, domai
     sources, vectors, images = expected_translation(data, domain, num_images)
     torch.manual_seed(1)
     state = torch.get_rng_state()
-    out = translate_into(G, domain_vector_for(multi_label), data, domain, num_images, CPU, batch_size)
+    out = translate_into(G, data, domain, num_images, CPU, batch_size)
     assert torch.equal(torch.get_rng_state(), state)  # no flip drawn
     assert out.correct is None
     assert out.images.dtype == torch.uint8 and torch.equal(out.images, images)
@@ -298,7 +258,7 @@ def test_translate_into_uses_spread_non_members_and_quantises(multi_label, domai
 def test_translate_into_quantises_like_to_uint8(value, pixel):
     data = make_bundle(False)
     colors = np.tile(np.array(value), (len(DOMAINS), 1))
-    out = translate_into(ConstantGenerator(colors), domain_vector_for(False), data, 0, 3, CPU, 2)
+    out = translate_into(ConstantGenerator(colors), data, 0, 3, CPU, 2)
     expected = torch.tensor(pixel, dtype=torch.uint8)[None, :, None, None].expand(3, 3, S, S)
     assert torch.equal(out.images, expected)
     assert torch.equal(to_uint8(torch.tensor(value)[None, :, None, None].expand(3, 3, S, S)), expected)
@@ -310,7 +270,7 @@ def test_translate_into_classifier_verdicts(multi_label, domain):
     data = make_bundle(multi_label, seed=7)
     classifier = MeanClassifier().train(True)
     _, _, images = expected_translation(data, domain, 100)
-    out = translate_into(ShiftGenerator(), domain_vector_for(multi_label), data, domain, 100, CPU, 4, classifier)
+    out = translate_into(ShiftGenerator(), data, domain, 100, CPU, 4, classifier)
     assert torch.equal(out.images, images)
     assert out.correct is not None and out.correct.dtype == torch.bool
     assert torch.equal(out.correct, expected_correct(images, domain, multi_label))
@@ -337,7 +297,7 @@ def test_translate_into_without_candidates_raises():
     from gan.errors import DataError
 
     with pytest.raises(DataError, match="domain outline: every held-out image is already in it"):
-        translate_into(G, domain_vector_for(False), data, 1, 5, CPU, 2)
+        translate_into(G, data, 1, 5, CPU, 2)
     assert G.training
 
 
@@ -372,7 +332,7 @@ def test_evaluate_translations_scores_match_references(multi_label, num_images, 
     extractor = MeanExtractor()
     G, classifier = ShiftGenerator().train(True), MeanClassifier()
     scores = evaluate_translations(
-        G, domain_vector_for(multi_label), data, extractor, real_features, CPU, num_images, classifier,
+        G, data, extractor, real_features, CPU, num_images, classifier,
         kid_subsets=5, kid_subset_size=kid_subset_size, batch_size=batch_size,
     )  # fmt: skip
     assert list(scores.domains) == DOMAINS
@@ -413,9 +373,7 @@ def test_evaluate_translations_scores_match_references(multi_label, num_images, 
 def test_evaluate_translations_weights_accuracy_by_translations():
     """Domain sizes differ (7, 7, 6 translations) and accuracies differ, so the weighted and plain means differ."""
     data = make_bundle(False, seed=7)
-    scores = evaluate_translations(
-        ShiftGenerator(), domain_vector_for(False), data, None, None, CPU, 100, MeanClassifier(), batch_size=4
-    )
+    scores = evaluate_translations(ShiftGenerator(), data, None, None, CPU, 100, MeanClassifier(), batch_size=4)
     per_domain = [scores.domains[n] for n in DOMAINS]
     assert [s.num_fake for s in per_domain] == [7, 7, 6]
     weighted = sum(s.accuracy * s.num_fake for s in per_domain) / 20
@@ -427,9 +385,7 @@ def test_evaluate_translations_weights_accuracy_by_translations():
 def test_evaluate_translations_accuracy_only():
     paired = make_paired(seed=5)
     data = make_bundle(False, seed=7, paired=paired)
-    scores = evaluate_translations(
-        ShiftGenerator(), domain_vector_for(False), data, None, None, CPU, 4, MeanClassifier(), batch_size=3
-    )
+    scores = evaluate_translations(ShiftGenerator(), data, None, None, CPU, 4, MeanClassifier(), batch_size=3)
     right = total = 0
     for d, name in enumerate(DOMAINS):
         sources, _, images = expected_translation(data, d, 4)
@@ -443,7 +399,7 @@ def test_evaluate_translations_accuracy_only():
     assert scores.scalars() == {"eval/domain_accuracy": pytest.approx(right / total, rel=1e-15)}
     assert scores.info == {"num_images": 4}
     # Paired data: the paired scores are those of paired_scores on the same generator.
-    l1, psnr = paired_scores(ShiftGenerator(), domain_vector_for(False), paired, CPU, 4)
+    l1, psnr = paired_scores(ShiftGenerator(), paired, CPU, 4)
     assert (scores.paired_l1, scores.paired_psnr) == (pytest.approx(l1, rel=1e-12), pytest.approx(psnr, rel=1e-12))
     json.dumps(scores.to_dict())
 
@@ -524,7 +480,7 @@ def make_paired(seed: int) -> PairedSet:
 def test_paired_scores_by_hand(num_images, training):
     paired = make_paired(seed=11)
     G = ConstantGenerator(COLORS).train(training)
-    l1, psnr = paired_scores(G, domain_vector_for(False), paired, CPU, num_images)
+    l1, psnr = paired_scores(G, paired, CPU, num_images)
     targets = paired.targets.double().numpy()
     l1s, psnrs = [], []
     for n in evenly_spaced(list(range(len(PAIRED_LABELS))), num_images):
@@ -553,7 +509,7 @@ def test_paired_scores_ignore_the_source_domain():
             assert torch.equal(x, paired.images[keep])
             return paired.targets[keep, d].clone()
 
-    l1, psnr = paired_scores(Oracle(), domain_vector_for(False), paired, CPU, 5)
+    l1, psnr = paired_scores(Oracle(), paired, CPU, 5)
     assert l1 == 0.0 and psnr == pytest.approx(100.0)
 
 
@@ -641,7 +597,7 @@ def test_too_few_images_for_fid_names_the_domain():
     data = make_bundle(False, seed=0)
     generator = ShiftGenerator(np.zeros((3, 3)))
     with pytest.raises(DataError, match="domain outline: 7 translated and 1 real images"):
-        evaluate_translations(generator, domain_vector_for(False), data, MeanExtractor(),
+        evaluate_translations(generator, data, MeanExtractor(),
                               lambda d: np.ones((1 if d == 1 else 5, 3)), CPU, 10)  # fmt: skip
 
 

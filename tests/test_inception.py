@@ -166,8 +166,8 @@ def test_wrong_layout_message_is_short(tmp_path: Path):
 
 
 def test_auto_extractor_never_replaces_a_configured_path(tmp_path: Path):
+    from gan.build import build_extractor
     from gan.config import load_config
-    from gan.metrics.evaluation import build_extractor
 
     cfg = load_config(overrides=[f"metrics.inception_weights={tmp_path / 'typo.pth'}"])
     with pytest.raises(WeightsError, match="typo.pth"):

@@ -12,8 +12,9 @@ from torch import nn
 
 from gan.lipschitz import (
     LipschitzMonitor,
-    _circular_norm,
     adversarial_path,
+    circular_conv_operator_norm,
+    dense_operator_matrix,
     grad_norms,
     input_gradient_norms,
     jacobian_norms,
@@ -24,7 +25,7 @@ from gan.lipschitz import (
 )
 from gan.models.discriminator import Discriminator
 from gan.norms import make_norm
-from gan.spectral import apply_spectral_norm, circular_conv_operator_norm, dense_operator_matrix, spectral_norm
+from gan.spectral import apply_spectral_norm, spectral_norm
 
 
 class PathNet(nn.Module):
@@ -111,8 +112,18 @@ def test_circular_norm_matches_the_dense_circular_conv(out_channels: int, grid: 
     torch.manual_seed(out_channels)
     conv = nn.Conv2d(4, out_channels, 3, padding=1, padding_mode="circular", bias=False).double()
     exact = torch.linalg.matrix_norm(dense_operator_matrix(conv, (4, *grid)), 2)
-    assert _circular_norm(conv.weight.detach(), grid).item() == pytest.approx(exact.item(), abs=1e-10)
     assert circular_conv_operator_norm(conv.weight.detach(), grid).item() == pytest.approx(exact.item(), abs=1e-10)
+
+
+@pytest.mark.parametrize(("padding", "size"), [(1, 6), (0, 5), (2, 4)])
+def test_stride_one_conv_certificate_is_the_circular_norm_on_the_padded_grid(padding: int, size: int) -> None:
+    # The certified bound and the tests use one circular-conv norm: for stride 1 the polyphase kernel is the kernel.
+    torch.manual_seed(size)
+    conv = nn.Conv2d(3, 5, 3, padding=padding).double()
+    grid = (size + 2 * padding, size + 2 * padding)
+    bound, reason = layer_upper_bound(conv, (3, size, size))
+    assert reason is None
+    assert bound == pytest.approx(circular_conv_operator_norm(conv.weight, grid).item() * (1 + 1e-9), rel=1e-15)
 
 
 def test_unboundable_layers_give_nan_with_a_reason() -> None:

@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
+from gan.build import build_discriminator, build_generator
 from gan.config import DiscriminatorConfig, GeneratorConfig, SpectralNormConfig
-from gan.models import Discriminator, Generator, build_discriminator, build_generator
+from gan.models import Discriminator, Generator
 from gan.norms import BatchInstanceNorm2d
 from gan.spectral import has_spectral_norm, spectral_norm_modules
 

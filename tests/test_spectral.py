@@ -16,8 +16,10 @@ from torch.testing import assert_close
 
 from gan.spectral import (
     apply_spectral_norm,
+    effective_weight,
     has_spectral_norm,
     remove_spectral_norm,
+    reshape_dim,
     sn_estimate,
     spectral_norm,
     spectral_norm_modules,
@@ -345,9 +347,52 @@ def test_remove_spectral_norm_bakes_the_current_weight():
     assert isinstance(module.weight, nn.Parameter) and module.weight.requires_grad
     assert set(module.state_dict()) == {"bias", "weight"}
     assert not module._forward_pre_hooks and not module._forward_hooks
+    assert not module._state_dict_hooks and not module._load_state_dict_post_hooks
     assert_close(module(x), before, atol=0, rtol=0)
     assert_close(module.train()(x), before, atol=0, rtol=0)  # nothing iterates any more
     spectral_norm(module)  # and it can be applied again
+
+
+def test_module_weight_right_after_spectral_norm_is_normalised_unlike_torch_legacy():
+    # The documented difference: torch's legacy hook leaves weight_orig.data (unnormalised, shared storage) in
+    # module.weight until the first forward; ours holds W / sigma from the warm-up u, v, in its own storage.
+    torch.manual_seed(18)
+    plain = nn.Conv2d(3, 4, 3)
+    legacy = nn.utils.spectral_norm(copy.deepcopy(plain))
+    assert legacy.weight.data_ptr() == legacy.weight_orig.data_ptr()
+    assert torch.equal(legacy.weight, legacy.weight_orig.detach())
+    ours = spectral_norm(plain)
+    assert ours.weight.data_ptr() != ours.weight_orig.data_ptr() and not ours.weight.requires_grad
+    assert torch.equal(ours.weight, ours.weight_orig.detach() / sn_estimate(ours))
+    assert torch.equal(ours.weight, effective_weight(ours))
+
+
+def test_load_state_dict_refreshes_module_weight():
+    target, source = _trained_conv(seed=19), _trained_conv(seed=20)
+    weight = source.weight_orig.detach()
+    expected = weight / (source.weight_u @ weight.reshape(4, -1) @ source.weight_v)
+    assert not torch.allclose(target.weight, expected)
+    target.load_state_dict(source.state_dict())
+    # Without a forward, module.weight already is the loaded layer's eval weight, not the snapshot of the old one.
+    assert_close(target.weight, expected, atol=1e-7, rtol=0)
+    assert torch.equal(target.weight, effective_weight(target))
+
+
+def test_effective_weight_is_the_eval_weight_and_changes_nothing():
+    module = _trained_conv(seed=21).train()
+    buffers = [b.clone() for b in module.buffers()]
+    weight = effective_weight(module)
+    assert not weight.requires_grad
+    assert all(torch.equal(b, before) for b, before in zip(module.buffers(), buffers))
+    x = torch.randn(2, 3, 5, 5)
+    assert_close(F.conv2d(x, weight, module.bias), module.eval()(x), atol=0, rtol=0)
+    assert torch.equal(module.weight, weight)
+
+
+def test_reshape_dim_is_the_sn_convention():
+    assert reshape_dim(nn.Conv2d(2, 3, 3)) == reshape_dim(nn.Linear(2, 3)) == 0
+    assert reshape_dim(nn.ConvTranspose2d(2, 3, 3)) == 1
+    assert reshape_dim(spectral_norm(nn.Conv2d(2, 3, 3), dim=1)) == 1
 
 
 # --- 9: monitoring, dtypes, errors -------------------------------------------------------------------------------
@@ -408,6 +453,7 @@ def test_double_casts_the_buffers_like_any_buffer():
         (lambda: spectral_norm(nn.LazyLinear(2)), "lazy"),
         (lambda: remove_spectral_norm(nn.Linear(2, 2)), "not applied"),
         (lambda: sn_estimate(nn.Linear(2, 2)), "not applied"),
+        (lambda: effective_weight(nn.Linear(2, 2)), "not applied"),
     ],
     ids=[
         "zero_iterations",
@@ -421,6 +467,7 @@ def test_double_casts_the_buffers_like_any_buffer():
         "lazy",
         "remove_without_sn",
         "estimate_without_sn",
+        "effective_weight_without_sn",
     ],
 )
 def test_bad_arguments_raise_value_error(make, match):

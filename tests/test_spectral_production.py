@@ -326,5 +326,99 @@ def test_migrate_whole_model_state_dict():
 def test_remove_spectral_norm_removes_the_load_hook():
     module = spectral_norm(nn.Linear(3, 2))
     assert len(module._load_state_dict_pre_hooks) == 1
+    assert len(module._load_state_dict_post_hooks) == len(module._state_dict_hooks) == 1
     remove_spectral_norm(module)
     assert not module._load_state_dict_pre_hooks
+    assert not module._load_state_dict_post_hooks and not module._state_dict_hooks
+    assert "spectral_norm" not in module.state_dict()._metadata[""]
+
+
+# --- 6: torch legacy state-dict versions (after torch's test_spectral_norm_load_state_dict) ------------------------
+
+
+def _nested(spectral: Callable[[nn.Module], nn.Module]) -> nn.Sequential:
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+    spectral(model[0])
+    spectral(model[1][1])
+    return model
+
+
+def test_state_dict_metadata_records_the_legacy_version_like_torch():
+    ours, legacy = _nested(spectral_norm), _nested(nn.utils.spectral_norm)
+    state, legacy_state = ours.state_dict(), legacy.state_dict()
+    assert state._metadata["0"]["spectral_norm"] == {"weight.version": 1}
+    assert state._metadata == legacy_state._metadata  # every prefix: the module versions and the SN version
+    assert list(state) == list(legacy_state)
+    # Both directions, strict, with the metadata: torch sees version 1 and converts nothing.
+    legacy.load_state_dict(state)
+    x = torch.randn(2, 3, 3, 3)
+    assert_close(legacy.eval()(x), ours.eval()(x), atol=1e-6, rtol=0)
+    ours.load_state_dict(_nested(nn.utils.spectral_norm).state_dict())
+    assert_close(ours(x), _nested(nn.utils.spectral_norm).eval()(x), atol=1e-6, rtol=0)
+
+
+def _version_none(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The unversioned legacy layout, crafted from a torch legacy state dict as torch's own test does."""
+    state = copy.deepcopy(module.state_dict())
+    del state._metadata[""]["spectral_norm"]
+    del state["weight_v"]
+    state["weight"] = module.weight.detach().clone()  # W / sigma stored, as before version 1
+    return state
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize(("factory", "input_shape"), LAYER_ARGS, ids=LAYER_IDS)
+def test_load_torch_version_none_state_dict(factory, input_shape, dtype):
+    torch.manual_seed(8)
+    source = _trained(nn.utils.spectral_norm(factory().to(dtype)), input_shape, dtype)
+    reference = copy.deepcopy(source.state_dict())
+    state = _version_none(source)
+    theirs = nn.utils.spectral_norm(factory().to(dtype))
+    theirs.load_state_dict(state)
+    ours = spectral_norm(factory().to(dtype))
+    ours.load_state_dict(state)  # strict: the pre-hook turned weight into weight_v
+    assert "weight_v" not in state and "weight" in state  # the caller's dict is not modified
+    tol = TOLERANCE[dtype]
+    x = torch.randn(input_shape, dtype=dtype)
+    for module in (source, theirs, ours):
+        module.eval()
+    assert_close(ours(x), theirs(x), atol=10 * tol, rtol=0)
+    assert_close(ours(x), source(x), atol=10 * tol, rtol=0)
+    assert torch.equal(ours.weight_u, reference["weight_u"])
+    # v is recovered (float64 pinv); torch's float32 pinverse(W^T W) is noisy for the wide conv matrices.
+    assert_close(ours.weight_v, reference["weight_v"], atol=100 * tol, rtol=0)
+    if dtype == torch.float64:
+        assert_close(ours.weight_v, theirs.weight_v, atol=tol, rtol=0)
+    # Training continues on the sequence the saved module would have run.
+    source.train()
+    ours.train()
+    for _ in range(2):
+        assert_close(ours(x), source(x), atol=10 * tol, rtol=0)
+        assert_close(ours.weight_u, source.weight_u, atol=10 * tol, rtol=0)
+
+
+def test_partial_legacy_state_dicts_report_the_same_keys_as_torch():
+    # The non-strict sequence of torch's test: each step removes or adds one entry; both layers must agree on what
+    # is missing and unexpected (torch's version-None check reports weight_orig, weight, weight_u as missing).
+    torch.manual_seed(9)
+    theirs = _trained(nn.utils.spectral_norm(nn.Linear(3, 5)), (2, 3), torch.float32)
+    ours = spectral_norm(nn.Linear(3, 5))
+    state = copy.deepcopy(theirs.state_dict())
+    state["nonsense"] = "nonsense"
+    steps = [
+        lambda d: None,
+        lambda d: d.pop("weight_orig"),
+        lambda d: d.pop("weight_u"),
+        lambda d: d.pop("weight_v"),
+        lambda d: d.__setitem__("weight", theirs.weight.detach().clone()),
+        lambda d: d._metadata[""].pop("spectral_norm"),
+        lambda d: d.pop("weight"),
+        lambda d: d.pop("bias"),
+    ]
+    for step in steps:
+        step(state)
+        expected = theirs.load_state_dict(copy.deepcopy(state), strict=False)
+        assert ours.load_state_dict(copy.deepcopy(state), strict=False) == expected
+    with pytest.raises(RuntimeError, match="nonsense"):
+        ours.load_state_dict(state)

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
+from gan.build import build_data, build_trainer, eval_setup, load_run_config
 from gan.config import load_config
-from gan.data import build_data
-from gan.hooks import ImagesHook, PairedL1Hook, SigmaHook, grid_targets
-from gan.trainer import StepBatchSampler, Trainer
+from gan.hooks import FidHook, ImagesHook, PairedL1Hook, SigmaHook
+from gan.trainer import StepBatchSampler
 
 
 class _NullWriter:
@@ -36,7 +36,15 @@ def _trainer(tiny, *overrides):
     cfg, data = tiny
     if overrides:
         cfg = load_config(base=dataclasses.asdict(cfg), overrides=list(overrides))
-    return Trainer(cfg, data, torch.device("cpu"))
+    return build_trainer(cfg, data, torch.device("cpu"))
+
+
+def _fid_hook(writer, t, run_dir):
+    """The fid hook as gan.build assembles it, for the trainer's own (resolved) config."""
+    cfg = load_run_config(base=t.metadata["config"])
+    m = cfg.metrics
+    return FidHook(writer, cfg.hooks.fid.every, cfg.hooks.fid.num_images, eval_setup(cfg, run_dir),
+                   m.kid_subsets, m.kid_subset_size, m.batch_size)  # fmt: skip
 
 
 def test_batches_are_a_function_of_seed_and_step():
@@ -107,14 +115,12 @@ def test_logging_hooks_change_no_training_state(tiny):
 
 @pytest.mark.parametrize("extractor", ["classifier", "inception"])
 def test_fid_hook_leaves_training_state_untouched(tiny, tmp_path, request, extractor):
-    from gan.hooks import FidHook
-
     if extractor == "inception":
         request.getfixturevalue("hub_weights")  # random weights in the hub cache; never the real file
     t = _trainer(tiny, f"hooks.fid.extractor={extractor}", "hooks.fid.num_images=3", f"metrics.stats_cache={tmp_path}")
     t.train_step(next(iter(t.make_loader())))
     writer = _NullWriter()
-    hook = FidHook(writer, t.cfg, tmp_path)
+    hook = _fid_hook(writer, t, tmp_path)
     state = {k: v.clone() for k, v in {**t.D.state_dict(), **t.G.state_dict()}.items()}
     rng = torch.get_rng_state()
     hook.on_fit_start(t)  # step 1: nothing yet
@@ -130,16 +136,14 @@ def test_fid_hook_leaves_training_state_untouched(tiny, tmp_path, request, extra
     expected = {f"eval/{fd}/{d}" for d in domains} | {f"eval/{fd}/mean", f"eval/{kd}/mean", "eval/domain_accuracy"}
     assert writer.scalar_tags == expected
     assert len(hook.history) == 2 and hook.history[0][1] == hook.history[1][1]  # same G, same numbers
-    restored = FidHook(writer, t.cfg, tmp_path)
+    restored = _fid_hook(writer, t, tmp_path)
     restored.load_state_dict(hook.state_dict())
     assert restored.history == hook.history
 
 
 def test_final_evaluation_is_skipped_after_a_stop_or_an_error(tiny, tmp_path):
-    from gan.hooks import FidHook
-
     t = _trainer(tiny, "hooks.fid.extractor=classifier")
-    hooks = [FidHook(_NullWriter(), t.cfg, tmp_path), PairedL1Hook(_NullWriter(), 1, 4)]
+    hooks = [_fid_hook(_NullWriter(), t, tmp_path), PairedL1Hook(_NullWriter(), 1, 4)]
     t.step, t.completed = 3, False  # what fit() leaves after Ctrl-C, SIGTERM or an exception
     for hook in hooks:
         hook.on_fit_end(t)
@@ -151,21 +155,11 @@ def test_final_evaluation_is_skipped_after_a_stop_or_an_error(tiny, tmp_path):
 
 
 def test_fid_hook_inception_without_weights_is_a_clear_error(tiny, tmp_path):
-    from gan.hooks import FidHook
     from gan.metrics.inception import WeightsError
 
     t = _trainer(tiny, "hooks.fid.extractor=inception")
     with pytest.raises(WeightsError, match="6726825d"):
-        FidHook(_NullWriter(), t.cfg, tmp_path).after_step(t)
-
-
-def test_grid_targets():
-    labels = torch.tensor([0, 2])
-    assert [t.tolist() for t in grid_targets(labels, ["a", "b", "c"], False)] == [[0, 0], [1, 1], [2, 2]]
-    multi = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
-    names = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Male"]
-    targets = [t.tolist()[0] for t in grid_targets(multi, names, True)]
-    assert targets == [[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1], [1, 0, 0, 0]]
+        _fid_hook(_NullWriter(), t, tmp_path).after_step(t)
 
 
 def test_batch_renorm_gets_the_training_step(tiny):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,16 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from gan.errors import DataError
+from gan.errors import DataError, reason
+from gan.labels import LabelSpace
 
 logger = logging.getLogger(__name__)
 
 # What PIL raises for a broken file: OSError covers UnidentifiedImageError and truncated data; some plugins raise
 # ValueError or SyntaxError on malformed headers; DecompressionBombError derives from plain Exception.
 HIGH_BIT_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+# The one list of image-file suffixes (compared case-insensitively), for datasets, FID folders and translate.
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
@@ -41,6 +45,12 @@ class DataBundle:
     multi_label: bool  # True: label is float32 (D,) of 0/1; False: label is an int64 scalar index
     paired: PairedSet | None  # synthetic only
     skipped: int = 0  # unreadable images dropped at build time (data.skip_bad_images)
+    exclusive_groups: tuple[tuple[str, ...], ...] = ()  # multi-label: attributes of which an image has one at most
+
+    @property
+    def space(self) -> LabelSpace:
+        """The label convention of this data (targets, G's vectors, domain membership): see gan.labels."""
+        return LabelSpace.create(self.domains, self.multi_label, self.exclusive_groups)
 
 
 def uint8_to_unit(images: Tensor) -> Tensor:
@@ -61,34 +71,43 @@ class TensorImageDataset(Dataset):
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, bool]) -> tuple[Tensor, Tensor]:
+        index, flip = flip_key(key, self.flip)
         image = uint8_to_unit(self.images[index])
-        # torch's global RNG, so DataLoader worker seeding governs the flips like torchvision's RandomHorizontalFlip.
-        if self.flip and bool(torch.rand(()) < 0.5):
-            image = image.flip(-1)
-        return image, self.labels[index]
+        return (image.flip(-1) if flip else image), self.labels[index]
+
+
+def flip_key(key: int | tuple[int, bool], flip: bool) -> tuple[int, bool]:
+    """(index, whether to mirror the image) of a dataset key. The trainer's sampler passes ``(index, flip)`` pairs
+    drawn from (seed, step), so flips are exact on resume and in DataLoader workers; a plain index on a flipping
+    dataset draws from torch's global RNG (the loader's worker seeding then governs it, as for torchvision)."""
+    if isinstance(key, tuple):
+        index, mirrored = key
+        return int(index), bool(mirrored) and flip
+    return int(key), flip and bool(torch.rand(()) < 0.5)
 
 
 class ImageFileDataset(Dataset):
-    """Image files read lazily with PIL; a file that cannot be read raises DataError naming it."""
+    """Image files read lazily with PIL; a file that cannot be read raises DataError naming it. ``flip`` mirrors
+    the transformed image at random (see :func:`flip_key`)."""
 
-    def __init__(self, paths: Sequence[Path], labels: Tensor, transform: Callable[[Image.Image], Tensor]) -> None:
+    def __init__(
+        self, paths: Sequence[Path], labels: Tensor, transform: Callable[[Image.Image], Tensor], flip: bool = False
+    ) -> None:
         if len(paths) != labels.shape[0]:
             raise ValueError(f"got {len(paths)} paths but {labels.shape[0]} labels")
         self.paths = list(paths)
         self.labels = labels
         self.transform = transform
+        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.transform(load_rgb(self.paths[index])), self.labels[index]
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    def __getitem__(self, key: int | tuple[int, bool]) -> tuple[Tensor, Tensor]:
+        index, flip = flip_key(key, self.flip)
+        image = self.transform(load_rgb(self.paths[index]))
+        return (image.flip(-1) if flip else image), self.labels[index]
 
 
 def load_rgb(path: Path) -> Image.Image:
@@ -99,7 +118,26 @@ def load_rgb(path: Path) -> Image.Image:
                 raise DataError(f"{path}: {image.mode} image (16-bit or float); convert it to 8-bit RGB first")
             return image.convert("RGB")  # convert() loads the pixels, so truncated data fails here, not later
     except IMAGE_ERRORS as exc:
-        raise DataError(f"{path}: cannot read image ({_reason(exc)})") from exc
+        raise DataError(f"{path}: cannot read image ({reason(exc)})") from exc
+
+
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """The image files (by :data:`IMAGE_SUFFIXES`) in ``folder``, sorted: directly inside it (as pytorch-fid picks
+    them), or with ``recursive`` in every non-hidden sub-folder too (as torchvision's ImageFolder). An empty or
+    missing folder is a DataError naming it."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    if recursive:
+        paths = []
+        for parent, dirs, files in os.walk(folder, followlinks=True):
+            dirs[:] = [name for name in dirs if not name.startswith(".")]
+            paths += [Path(parent, name) for name in files]
+    else:
+        paths = [p for p in folder.iterdir() if p.is_file()]
+    found = sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return found
 
 
 def is_readable(path: Path) -> bool:
@@ -108,6 +146,6 @@ def is_readable(path: Path) -> bool:
         with Image.open(path) as image:
             image.verify()
     except IMAGE_ERRORS as exc:
-        logger.warning("skipping unreadable image %s (%s)", path, _reason(exc))
+        logger.warning("skipping unreadable image %s (%s)", path, reason(exc))
         return False
     return True

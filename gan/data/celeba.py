@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from gan.config import DataConfig
 from gan.data.base import DataBundle, ImageFileDataset, is_readable
 from gan.data.transforms import image_transform
 from gan.errors import DataError
@@ -88,30 +87,40 @@ def _readable_rows(
     return train, test, len(train_rows) + len(test_rows) - len(train) - len(test)
 
 
-def build_celeba(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
-    """Lazily read CelebA datasets; the label is a float (D,) 0/1 vector over ``celeba.attributes``."""
-    cc = cfg.celeba
-    if not cc.attributes:
+def build_celeba(
+    image_dir: str,
+    attr_file: str,
+    attributes: list[str],
+    test_count: int,
+    split_seed: int,
+    image_size: int,
+    crop_size: int = 0,
+    skip_bad_images: bool = False,
+    train_flip: bool = True,
+) -> DataBundle:
+    """Lazily read CelebA datasets; the label is a float (D,) 0/1 vector over ``attributes``."""
+    if not attributes:
         raise DataError("data.celeba.attributes is empty: name at least one attribute of the attribute file")
-    attr_file, image_dir = Path(cc.attr_file), Path(cc.image_dir)
-    if not cc.attr_file or not attr_file.is_file():
-        raise DataError(f"{cc.attr_file or 'data.celeba.attr_file'}: attribute file not found")
-    if not cc.image_dir or not image_dir.is_dir():
-        raise DataError(f"{cc.image_dir or 'data.celeba.image_dir'}: image folder not found")
-    table = read_attributes(attr_file, list(cc.attributes))
-    train_rows, test_rows = split_indices(len(table.filenames), cc.test_count, cc.split_seed)
+    attr_path, image_path = Path(attr_file), Path(image_dir)
+    if not attr_file or not attr_path.is_file():
+        raise DataError(f"{attr_file or 'data.celeba.attr_file'}: attribute file not found")
+    if not image_dir or not image_path.is_dir():
+        raise DataError(f"{image_dir or 'data.celeba.image_dir'}: image folder not found")
+    table = read_attributes(attr_path, list(attributes))
+    train_rows, test_rows = split_indices(len(table.filenames), test_count, split_seed)
     if not train_rows:
-        raise DataError(f"{attr_file}: lists {len(table.filenames)} images, all taken by test_count={cc.test_count}")
+        raise DataError(f"{attr_path}: lists {len(table.filenames)} images, all taken by test_count={test_count}")
     skipped = 0
-    if cfg.skip_bad_images:  # after the split, so a bad file does not move other images between train and test
-        train_rows, test_rows, skipped = _readable_rows(image_dir, table.filenames, train_rows, test_rows)
+    if skip_bad_images:  # after the split, so a bad file does not move other images between train and test
+        train_rows, test_rows, skipped = _readable_rows(image_path, table.filenames, train_rows, test_rows)
         if not train_rows:
-            raise DataError(f"{image_dir}: none of the training images listed in {attr_file} could be read")
+            raise DataError(f"{image_path}: none of the training images listed in {attr_path} could be read")
+    transform = image_transform(image_size, crop_size)
 
     def dataset(rows: list[int], flip: bool) -> ImageFileDataset:
-        paths = [image_dir / table.filenames[i] for i in rows]
+        paths = [image_path / table.filenames[i] for i in rows]
         labels = table.labels[torch.tensor(rows, dtype=torch.int64)]
-        return ImageFileDataset(paths, labels, image_transform(cfg.image_size, cfg.crop_size, flip=flip))
+        return ImageFileDataset(paths, labels, transform, flip=flip)
 
     train, test = dataset(train_rows, train_flip), dataset(test_rows, False)
-    return DataBundle(train, test, list(cc.attributes), multi_label=True, paired=None, skipped=skipped)
+    return DataBundle(train, test, list(attributes), multi_label=True, paired=None, skipped=skipped)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import torch
 
-from gan.config import DataConfig
-from gan.data.base import DataBundle, ImageFileDataset, is_readable
+from gan.data.base import DataBundle, ImageFileDataset, is_readable, list_images
 from gan.data.transforms import image_transform
 from gan.errors import ConfigError, DataError
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def find_domains(base: Path, wanted: list[str]) -> list[str]:
@@ -27,19 +23,6 @@ def find_domains(base: Path, wanted: list[str]) -> list[str]:
     if not found:
         raise DataError(f"{base}: no domain sub-folders (expected one folder of images per domain)")
     return found
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, like ImageFolder), sorted; error if there are none."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: domain folder not found")
-    paths = []
-    for parent, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [name for name in dirs if not name.startswith(".")]
-        paths += [Path(parent, name) for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
-    if not paths:
-        raise DataError(f"{folder}: no images (looked for {', '.join(IMAGE_EXTENSIONS)} files)")
-    return sorted(paths)
 
 
 def split_ratio(paths: list[Path], test_ratio: float, seed: str) -> tuple[list[Path], list[Path]]:
@@ -56,7 +39,7 @@ def split_ratio(paths: list[Path], test_ratio: float, seed: str) -> tuple[list[P
 
 def _domain_images(folder: Path, skip_bad: bool) -> tuple[list[Path], int]:
     """The images of one domain folder and how many unreadable ones were dropped (only when ``skip_bad``)."""
-    paths = list_images(folder)
+    paths = list_images(folder, recursive=True)
     if not skip_bad:
         return paths, 0  # no pre-scan: a bad file raises DataError when it is read
     good = [path for path in paths if is_readable(path)]
@@ -65,26 +48,27 @@ def _domain_images(folder: Path, skip_bad: bool) -> tuple[list[Path], int]:
     return good, len(paths) - len(good)
 
 
-def _collect(cfg: DataConfig) -> tuple[list[str], dict[str, list[Path]], dict[str, list[Path]], int]:
+def _collect(
+    root: Path, wanted: list[str], split: str, test_ratio: float, split_seed: int, skip_bad: bool
+) -> tuple[list[str], dict[str, list[Path]], dict[str, list[Path]], int]:
     """Domains and the train / test files of each, after the split and the optional bad-image check."""
-    fc, root = cfg.folder, Path(cfg.folder.root)
     train, test, skipped = {}, {}, 0
-    if fc.split == "folders":
-        domains = find_domains(_existing(root / "train"), fc.domains)
+    if split == "folders":
+        domains = find_domains(_existing(root / "train"), wanted)
         _existing(root / "test")
         for name in domains:
-            train[name], n_train = _domain_images(root / "train" / name, cfg.skip_bad_images)
-            test[name], n_test = _domain_images(root / "test" / name, cfg.skip_bad_images)
+            train[name], n_train = _domain_images(root / "train" / name, skip_bad)
+            test[name], n_test = _domain_images(root / "test" / name, skip_bad)
             skipped += n_train + n_test
-    elif fc.split == "ratio":
-        domains = find_domains(root, fc.domains)
+    elif split == "ratio":
+        domains = find_domains(root, wanted)
         for name in domains:
-            paths, n_bad = _domain_images(root / name, cfg.skip_bad_images)
+            paths, n_bad = _domain_images(root / name, skip_bad)
             # Seeded per domain by name, so adding a domain does not reshuffle the others.
-            train[name], test[name] = split_ratio(paths, fc.test_ratio, f"{fc.split_seed}/{name}")
+            train[name], test[name] = split_ratio(paths, test_ratio, f"{split_seed}/{name}")
             skipped += n_bad
     else:
-        raise ConfigError(f"data.folder.split: unknown split {fc.split!r}; choose one of: ratio, folders")
+        raise ConfigError(f"data.folder.split: unknown split {split!r}; choose one of: ratio, folders")
     return domains, train, test, skipped
 
 
@@ -94,18 +78,30 @@ def _existing(folder: Path) -> Path:
     return folder
 
 
-def build_folder(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
-    """Lazily read datasets over ``data.folder.root``; the label is the domain's index in ``domains``."""
-    if not cfg.folder.root:
+def build_folder(
+    root: str,
+    domains: list[str],
+    split: str,
+    test_ratio: float,
+    split_seed: int,
+    image_size: int,
+    crop_size: int = 0,
+    skip_bad_images: bool = False,
+    train_flip: bool = True,
+) -> DataBundle:
+    """Lazily read datasets over ``root`` (one sub-folder of images per domain, or train/ and test/ folders of
+    them); the label is the domain's index in the domain list."""
+    if not root:
         raise DataError("data.folder.root is empty: set it to a folder with one sub-folder of images per domain")
-    if not Path(cfg.folder.root).is_dir():
-        raise DataError(f"{cfg.folder.root}: dataset folder not found")
-    domains, train, test, skipped = _collect(cfg)
+    if not Path(root).is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    names, train, test, skipped = _collect(Path(root), domains, split, test_ratio, split_seed, skip_bad_images)
+    transform = image_transform(image_size, crop_size)
 
     def dataset(files: dict[str, list[Path]], flip: bool) -> ImageFileDataset:
-        paths = [path for name in domains for path in files[name]]
-        labels = torch.tensor([index for index, name in enumerate(domains) for _ in files[name]], dtype=torch.int64)
-        return ImageFileDataset(paths, labels, image_transform(cfg.image_size, cfg.crop_size, flip=flip))
+        paths = [path for name in names for path in files[name]]
+        labels = torch.tensor([index for index, name in enumerate(names) for _ in files[name]], dtype=torch.int64)
+        return ImageFileDataset(paths, labels, transform, flip=flip)
 
     train_set, test_set = dataset(train, train_flip), dataset(test, False)
-    return DataBundle(train_set, test_set, domains, multi_label=False, paired=None, skipped=skipped)
+    return DataBundle(train_set, test_set, names, multi_label=False, paired=None, skipped=skipped)

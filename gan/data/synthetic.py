@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from gan.config import DataConfig
 from gan.data.base import DataBundle, PairedSet, TensorImageDataset, uint8_to_unit
 from gan.errors import ConfigError
 from gan.registry import Registry
@@ -237,21 +236,28 @@ class SyntheticDataset(TensorImageDataset):
         self.content = content
 
 
-def build_synthetic(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
+def build_synthetic(
+    domains: list[str],
+    images_per_domain: int,
+    test_images_per_domain: int,
+    seed: int,
+    image_size: int,
+    train_flip: bool = True,
+) -> DataBundle:
     """Unpaired training sets (own layouts per domain) and a paired test set with layouts of its own."""
-    syn, size, n_domains = cfg.synthetic, cfg.image_size, len(cfg.synthetic.domains)
+    size, n_domains = image_size, len(domains)
     if n_domains == 0:
         raise ConfigError("data.synthetic.domains: needs at least one style")
     # Streams are keyed by style name: a domain's training layouts do not change when the domain list is reordered.
-    contents = [random_content(syn.images_per_domain, stream_generator(syn.seed, f"train/{s}")) for s in syn.domains]
-    images = torch.cat([render_uint8(c, s, size) for c, s in zip(contents, syn.domains)])
-    labels = torch.arange(n_domains).repeat_interleave(syn.images_per_domain)
+    contents = [random_content(images_per_domain, stream_generator(seed, f"train/{s}")) for s in domains]
+    images = torch.cat([render_uint8(c, s, size) for c, s in zip(contents, domains)])
+    labels = torch.arange(n_domains).repeat_interleave(images_per_domain)
     train = SyntheticDataset(images, labels, Content.cat(contents), flip=train_flip)
 
-    test_content = random_content(n_domains * syn.test_images_per_domain, stream_generator(syn.seed, "test"))
-    test_labels = torch.arange(n_domains).repeat_interleave(syn.test_images_per_domain)
-    targets = torch.stack([render_uint8(test_content, s, size) for s in syn.domains], dim=1)
+    test_content = random_content(n_domains * test_images_per_domain, stream_generator(seed, "test"))
+    test_labels = torch.arange(n_domains).repeat_interleave(test_images_per_domain)
+    targets = torch.stack([render_uint8(test_content, s, size) for s in domains], dim=1)
     test_images = targets[torch.arange(len(test_content)), test_labels]
     test = SyntheticDataset(test_images, test_labels, test_content, flip=False)
     paired = PairedSet(uint8_to_unit(test_images), test_labels.clone(), uint8_to_unit(targets))
-    return DataBundle(train, test, list(syn.domains), multi_label=False, paired=paired)
+    return DataBundle(train, test, list(domains), multi_label=False, paired=paired)

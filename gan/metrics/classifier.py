@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from gan.checkpoint import atomic_save, load_marked
 from gan.data.base import DataBundle
 from gan.errors import CheckpointError
+from gan.interrupt import check_stop
 from gan.models.modes import evaluating
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def _fit(
     batches = _batches(loader)
     model.train()
     for step in tqdm(range(steps), desc="classifier", unit="step", disable=not progress):
+        check_stop()  # a Ctrl-C / SIGTERM during training ends a long classifier fit within a step
         images, labels = next(batches)
         # Horizontal flips keep every domain (styles, face attributes) and are drawn from our own generator.
         flip = torch.rand(images.shape[0], generator=flip_rng) < 0.5

@@ -10,6 +10,7 @@ whose attribute d it predicts as present). ``fid/mean`` and ``kid/mean`` average
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,11 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from gan.data.base import DataBundle, ImageFileDataset, PairedSet, TensorImageDataset, uint8_to_unit
-from gan.errors import DataError
+from gan.errors import CheckpointError, DataError
+from gan.interrupt import check_stop
+from gan.labels import LabelSpace
 from gan.metrics.features import FeatureExtractor, features_of
 from gan.metrics.fid import StatsCache, StatsKey, feature_statistics, frechet_distance
 from gan.metrics.inception import to_uint8
@@ -32,9 +36,6 @@ from gan.models.modes import evaluating
 
 log = logging.getLogger(__name__)
 
-DomainVector = Callable[[Tensor], Tensor]
-
-
 # ------------------------------------------------------------------------------------------------------- images
 
 
@@ -42,24 +43,12 @@ def unflipped(dataset: Dataset) -> Dataset:
     """The same images without the training-time random flip (evaluation must not depend on, or draw from, RNG)."""
     if isinstance(dataset, TensorImageDataset):
         return TensorImageDataset(dataset.images, dataset.labels, flip=False)
-    if isinstance(dataset, ImageFileDataset) and isinstance(dataset.transform, T.Compose):
-        steps = [t for t in dataset.transform.transforms if not isinstance(t, T.RandomHorizontalFlip)]
-        return ImageFileDataset(dataset.paths, dataset.labels, T.Compose(steps))
+    if isinstance(dataset, ImageFileDataset):
+        transform = dataset.transform
+        if isinstance(transform, T.Compose):  # a transform made with image_transform(flip=True)
+            transform = T.Compose([t for t in transform.transforms if not isinstance(t, T.RandomHorizontalFlip)])
+        return ImageFileDataset(dataset.paths, dataset.labels, transform, flip=False)
     return dataset
-
-
-def in_domain(labels: Tensor, domain: int, multi_label: bool) -> Tensor:
-    """Boolean mask of the images that belong to ``domain`` (have attribute ``domain``, for multi-label data)."""
-    return labels[:, domain] > 0.5 if multi_label else labels == domain
-
-
-def target_labels(labels: Tensor, domain: int, multi_label: bool) -> Tensor:
-    """Labels after translating into ``domain``: the index d, or (multi-label) the source attributes with d set."""
-    if multi_label:
-        out = labels.clone().float()
-        out[:, domain] = 1.0
-        return out
-    return torch.full_like(labels, domain)
 
 
 def spread(indices: Tensor, count: int) -> Tensor:
@@ -71,9 +60,9 @@ def spread(indices: Tensor, count: int) -> Tensor:
     return indices[torch.arange(count) * n // count]
 
 
-def members(labels: Tensor, domain: int, multi_label: bool, count: int, inside: bool = True) -> Tensor:
+def members(space: LabelSpace, labels: Tensor, domain: int, count: int, inside: bool = True) -> Tensor:
     """Indices of ``count`` images in (or, with ``inside=False``, outside) ``domain``, spread over the dataset."""
-    mask = in_domain(labels, domain, multi_label)
+    mask = space.contains(labels, domain)
     return spread(torch.nonzero(mask if inside else ~mask).flatten(), count)
 
 
@@ -84,9 +73,9 @@ def image_batches(dataset: Dataset, indices: Tensor, batch_size: int) -> Iterato
         yield torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
 
 
-def real_images(dataset: Dataset, domain: int, multi_label: bool, count: int, batch_size: int) -> Iterator[Tensor]:
+def real_images(dataset: Dataset, space: LabelSpace, domain: int, count: int, batch_size: int) -> Iterator[Tensor]:
     """uint8 batches of ``count`` images of ``domain`` in ``dataset`` (spread over it, see :func:`spread`)."""
-    for images, _ in image_batches(dataset, members(dataset.labels, domain, multi_label, count), batch_size):
+    for images, _ in image_batches(dataset, members(space, dataset.labels, domain, count), batch_size):
         yield to_uint8(images)
 
 
@@ -172,7 +161,6 @@ class Translations:
 
 def translate_into(
     G: nn.Module,
-    domain_vector: DomainVector,
     data: DataBundle,
     domain: int,
     num_images: int,
@@ -181,14 +169,15 @@ def translate_into(
     classifier: nn.Module | None = None,
 ) -> Translations:
     """Translate ``num_images`` held-out images not in ``domain`` (spread over the test set) into it (G in eval
-    mode, no grad)."""
-    test = unflipped(data.test)
-    sources = members(test.labels, domain, data.multi_label, num_images, inside=False)
+    mode, no grad). Target labels follow gan.labels (multi-label: d set, its exclusive group cleared)."""
+    test, space = unflipped(data.test), data.space
+    sources = members(space, test.labels, domain, num_images, inside=False)
     images, correct = [], []
     with evaluating(G, classifier):
         for x, labels in image_batches(test, sources, batch_size):
-            target = target_labels(labels, domain, data.multi_label).to(device)
-            fake = to_uint8(G(x.to(device), domain_vector(target)))
+            check_stop()
+            target = space.toward(labels, domain).to(device)
+            fake = to_uint8(G(x.to(device), space.vectors(target)))
             images.append(fake.cpu())
             if classifier is not None:
                 correct.append(_classified_as(classifier, fake, domain, data.multi_label).cpu())
@@ -204,7 +193,6 @@ def _classified_as(classifier: nn.Module, images: Tensor, domain: int, multi_lab
 
 def evaluate_translations(
     G: nn.Module,
-    domain_vector: DomainVector,
     data: DataBundle,
     extractor: FeatureExtractor | None,
     real_features: Callable[[int], np.ndarray] | None,
@@ -221,7 +209,7 @@ def evaluate_translations(
     Without an extractor only the domain accuracy (and paired scores) are measured."""
     scores = TranslationScores(info=dict(extractor.info if extractor else {}, num_images=num_images))
     for d, name in enumerate(data.domains):
-        fake = translate_into(G, domain_vector, data, d, num_images, device, batch_size, classifier)
+        fake = translate_into(G, data, d, num_images, device, batch_size, classifier)
         accuracy = None if fake.correct is None else float(fake.correct.double().mean())
         fid = kid = None
         n_real = subset = 0
@@ -241,26 +229,24 @@ def evaluate_translations(
             fid, kid[0] if kid else None, kid[1] if kid else None, accuracy, len(fake.images), n_real, subset
         )
     if data.paired is not None:
-        scores.paired_l1, scores.paired_psnr = paired_scores(G, domain_vector, data.paired, device, num_images)
+        scores.paired_l1, scores.paired_psnr = paired_scores(G, data.paired, device, num_images)
     return scores
 
 
-def paired_scores(
-    G: nn.Module, domain_vector: DomainVector, paired: PairedSet, device: torch.device, num_images: int
-) -> tuple[float, float]:
+def paired_scores(G: nn.Module, paired: PairedSet, device: torch.device, num_images: int) -> tuple[float, float]:
     """Mean L1 (in [-1, 1] units) and mean PSNR (dB, images scaled to [0, 1]) between G(x, d) and the true rendering
     of x's content in d, over ``num_images`` held-out images (spread over the set) and every target domain but
     their own.
     Measured on G's float output (not quantised to uint8, unlike FID); an exact match counts as 100 dB."""
     picks = spread(torch.arange(paired.images.size(0)), num_images)  # every source domain, not just the first
     x, src = paired.images[picks].to(device), paired.labels[picks].to(device)
-    l1, psnr = [], []
+    l1, psnr, num_domains = [], [], paired.targets.size(1)
     with evaluating(G):
-        for d in range(paired.targets.size(1)):
+        for d in range(num_domains):
             keep = src != d
             if not keep.any():
                 continue
-            fake = G(x[keep], domain_vector(torch.full_like(src[keep], d)))
+            fake = G(x[keep], F.one_hot(torch.full_like(src[keep], d), num_domains).float())  # single-label data
             truth = paired.targets[picks][keep.cpu(), d].to(device)
             l1.append((fake - truth).abs().mean(dim=(1, 2, 3)))
             mse = ((fake - truth) / 2).square().mean(dim=(1, 2, 3)).clamp_min(1e-10)
@@ -268,26 +254,7 @@ def paired_scores(
     return float(torch.cat(l1).mean()), float(torch.cat(psnr).mean())
 
 
-# ------------------------------------------------------------------------------------------- building the parts
-
-
-def dataset_id(data_cfg: Any) -> str:
-    """A name for the real images a config selects: the source plus a hash of every data setting that changes
-    which pixels the models see (so a cached statistic is never reused for other images)."""
-    import hashlib
-    import json
-    from dataclasses import asdict
-
-    settings = {k: v for k, v in asdict(data_cfg).items() if k not in ("num_workers", "skip_bad_images")}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{data_cfg.source}-{digest}"
-
-
-def default_stats_cache() -> Path:
-    """``$XDG_CACHE_HOME/spectral-gan/fid-stats`` (``~/.cache/...`` when the variable is unset)."""
-    import os
-
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spectral-gan" / "fid-stats"
+# ------------------------------------------------------------------------------------------ real features
 
 
 class RealFeatures:
@@ -311,30 +278,6 @@ class RealFeatures:
         self.batch_size, self.progress = batch_size, progress
         self._memory: dict[int, np.ndarray] = {}
 
-    @classmethod
-    def for_config(
-        cls,
-        data: DataBundle,
-        extractor: FeatureExtractor,
-        cfg: Any,
-        count: int,
-        cache: StatsCache | None,
-        progress: bool = False,
-    ) -> RealFeatures:
-        """The real images a run's config selects (``metrics.real_split`` at ``data.image_size``)."""
-        m = cfg.metrics
-        return cls(
-            data,
-            extractor,
-            dataset_id(cfg.data),
-            m.real_split,
-            cfg.data.image_size,
-            count,
-            m.batch_size,
-            cache,
-            progress,
-        )
-
     def key(self, domain: int) -> StatsKey:
         info = self.extractor.info
         extractor = "-".join(str(info.get(k, "na")) for k in ("extractor", "weights_sha256", "variant"))
@@ -353,10 +296,8 @@ class RealFeatures:
     def _fingerprint(self, domain: int) -> str:
         """A hash of the selected images themselves: their pixels (in-memory data) or their files' paths, sizes and
         modification times, so edited or replaced images never reuse old statistics."""
-        import hashlib
-
         dataset = self._dataset()
-        indices = members(dataset.labels, domain, self.data.multi_label, self.count)
+        indices = members(self.data.space, dataset.labels, domain, self.count)
         digest = hashlib.sha256()
         if isinstance(dataset, TensorImageDataset):
             digest.update(dataset.images[indices].numpy().tobytes())
@@ -370,7 +311,7 @@ class RealFeatures:
     def __call__(self, domain: int) -> np.ndarray:
         if domain in self._memory:
             return self._memory[domain]
-        if members(self._dataset().labels, domain, self.data.multi_label, self.count).numel() < 2:
+        if members(self.data.space, self._dataset().labels, domain, self.count).numel() < 2:
             raise DataError(
                 f"domain {self.data.domains[domain]}: fewer than 2 real images in the {self.split} split; FID and "
                 "KID need at least 2 (metrics.real_split chooses the split)"
@@ -378,7 +319,7 @@ class RealFeatures:
         key = self.key(domain) if self.cache is not None else None  # hashes the images: computed once
         cached = self.cache.get_features(key) if self.cache is not None else None
         if cached is None:
-            batches = real_images(self._dataset(), domain, self.data.multi_label, self.count, self.batch_size)
+            batches = real_images(self._dataset(), self.data.space, domain, self.count, self.batch_size)
             name = f"real {self.data.domains[domain]}"
             cached = features_of(self.extractor, batches, None, name, self.progress)
             if self.cache is not None:  # features for KID, statistics in pytorch-fid's .npz format for everyone
@@ -395,29 +336,8 @@ class RealFeatures:
         return cached
 
 
-def obtain_classifier(
-    run_dir: Path, data: DataBundle, cfg: Any, device: torch.device, progress: bool = False
-) -> nn.Module:
-    """The run's domain classifier (``<run_dir>/classifier.pt``): loaded if present, else trained on the real
-    training images with ``cfg.metrics.classifier`` and saved there. A file for other domains is an error."""
-    from gan.metrics.classifier import classifier_path, load_classifier, save_classifier, train_classifier
-
-    path = classifier_path(run_dir)
-    if path.is_file():
-        model, meta = load_classifier(path, device)
-        check_classifier(path, meta, data)
-        return model
-    c = cfg.metrics.classifier
-    model, report = train_classifier(data, device, c.steps, c.batch_size, c.lr, c.seed, c.width, progress)
-    save_classifier(path, model, report, data.domains)
-    log.info("domain classifier saved to %s (held-out accuracy %.3f)", path, report.heldout_accuracy)
-    return model
-
-
 def check_classifier(path: Path, meta: dict[str, Any], data: DataBundle) -> None:
     """A classifier file made for other data (domains, image size, label kind) is a one-line CheckpointError."""
-    from gan.errors import CheckpointError
-
     args, size = meta["args"], int(data.test[0][0].shape[-1]) if len(data.test) else None
     if list(meta["domains"]) != list(data.domains):
         raise CheckpointError(f"{path}: classifier for domains {meta['domains']}, the data has {data.domains}")
@@ -428,35 +348,3 @@ def check_classifier(path: Path, meta: dict[str, Any], data: DataBundle) -> None
         raise CheckpointError(
             f"{path}: a {kind} classifier, the data is {'multi' if data.multi_label else 'single'}-label"
         )
-
-
-def build_extractor(
-    kind: str, cfg: Any, device: torch.device, classifier: nn.Module | None, classifier_source: str = ""
-) -> FeatureExtractor:
-    """``inception`` (weights per ``cfg.metrics``), ``classifier``, or ``auto``: Inception when its weights file is
-    found, else the classifier with a warning that says under which tags the numbers go."""
-    from gan.metrics.features import ClassifierExtractor, InceptionExtractor
-    from gan.metrics.inception import WeightsError
-
-    m = cfg.metrics
-    if kind in ("inception", "auto"):
-        try:
-            return InceptionExtractor(m.inception_weights or None, m.protocol, device, m.fast_inception)
-        except WeightsError as exc:
-            if kind == "inception" or classifier is None or m.inception_weights:
-                raise  # a path the user configured explicitly is never replaced silently
-            log.warning(
-                "%s; using the domain classifier's features instead, logged as eval/classifier_fd/* and "
-                "eval/classifier_kd/mean (not comparable with Inception FID)",
-                exc,
-            )
-    if classifier is None:
-        raise ValueError("the classifier feature extractor needs a trained domain classifier")
-    return ClassifierExtractor(classifier, device, classifier_source)
-
-
-def stats_cache_for(cfg: Any, extractor: FeatureExtractor) -> StatsCache | None:
-    """The on-disk cache of real-image features for Inception extractors (classifier features change per run)."""
-    if extractor.info["extractor"] != "inception":
-        return None
-    return StatsCache(Path(cfg.metrics.stats_cache) if cfg.metrics.stats_cache else default_stats_cache())

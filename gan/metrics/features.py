@@ -15,9 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from gan.data.base import load_rgb, uint8_to_unit
-from gan.errors import DataError
+from gan.data.base import list_images, load_rgb, uint8_to_unit
+from gan.interrupt import check_stop
 from gan.metrics.inception import (
     FEATURE_DIM,
     PROTOCOLS,
@@ -32,9 +33,7 @@ from gan.models.modes import evaluating
 
 log = logging.getLogger(__name__)
 
-# pytorch-fid's file selection: these suffixes (any case here), one folder level, sorted by name.
 DECODE_WORKERS = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 
 
 class FeatureExtractor(Protocol):
@@ -129,12 +128,12 @@ def features_of(
     desc: str = "features",
     progress: bool = False,
 ) -> np.ndarray:
-    """Run ``extractor`` over uint8 batches; float64 (N, dims) features in input order."""
-    from tqdm.auto import tqdm
-
+    """Run ``extractor`` over uint8 batches; float64 (N, dims) features in input order. A stop request (Ctrl-C,
+    SIGTERM during training) ends the loop between batches (gan.interrupt)."""
     out: list[np.ndarray] = []
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for batch in batches:
+            check_stop()
             out.append(extractor(batch).cpu().double().numpy())
             bar.update(len(batch))
     if not out:
@@ -149,16 +148,6 @@ def tensor_batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
 
 
 # ------------------------------------------------------------------------------------------------ image folders
-
-
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly in ``folder`` (not recursive), sorted by name, as pytorch-fid selects them."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    return files
 
 
 def read_uint8(path: Path) -> Tensor:

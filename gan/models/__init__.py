@@ -1,6 +1,7 @@
-"""Models: the StarGAN-style generator and the PatchGAN discriminator with a domain head."""
+"""Models: the StarGAN-style generator and the PatchGAN discriminator with a domain head (plain arguments; the
+config is turned into them by ``gan.build``)."""
 
-from gan.models.discriminator import Discriminator, build_discriminator
-from gan.models.generator import Generator, build_generator
+from gan.models.discriminator import Discriminator
+from gan.models.generator import Generator
 
-__all__ = ["Discriminator", "Generator", "build_discriminator", "build_generator"]
+__all__ = ["Discriminator", "Generator"]

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
-from gan.config import DiscriminatorConfig
 from gan.models.blocks import NormFactory
-from gan.norms import make_norm
-from gan.spectral import apply_spectral_norm
 
 
 class Discriminator(nn.Module):
@@ -53,12 +49,3 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.main(x)
         return self.src(h), self.cls(h).flatten(1)
-
-
-def build_discriminator(cfg: DiscriminatorConfig, image_size: int, num_domains: int) -> Discriminator:
-    """The discriminator described by ``cfg``, spectrally normalised on every conv when enabled."""
-    norm_layer = None if cfg.norm == "none" else functools.partial(make_norm, cfg.norm, **cfg.norm_options)
-    model = Discriminator(image_size, num_domains, cfg.conv_dim, cfg.repeat_num, norm_layer)
-    if cfg.spectral_norm.enabled:
-        apply_spectral_norm(model, n_power_iterations=cfg.spectral_norm.n_power_iterations, eps=cfg.spectral_norm.eps)
-    return model

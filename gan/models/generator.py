@@ -8,7 +8,6 @@ import functools
 import torch
 from torch import nn
 
-from gan.config import GeneratorConfig
 from gan.models.blocks import NormFactory, ResidualBlock, conv_norm_relu
 from gan.norms import make_norm
 
@@ -25,7 +24,7 @@ class Generator(nn.Module):
     ):
         super().__init__()
         norm_layer = norm_layer or functools.partial(make_norm, "instance")
-        bias = isinstance(norm_layer(1), nn.Identity)
+        bias = isinstance(norm_layer(conv_dim), nn.Identity)  # a norm layer's shift makes a conv bias redundant
         self.num_domains = num_domains
         layers = conv_norm_relu(nn.Conv2d(3 + num_domains, conv_dim, 7, 1, 3, bias=bias), conv_dim, norm_layer)
         dim = conv_dim
@@ -42,9 +41,3 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         c = c.to(x.dtype).view(c.size(0), c.size(1), 1, 1).expand(-1, -1, x.size(2), x.size(3))
         return self.main(torch.cat([x, c], dim=1))
-
-
-def build_generator(cfg: GeneratorConfig, num_domains: int) -> Generator:
-    """The generator described by ``cfg`` for ``num_domains`` target domains."""
-    norm_layer = functools.partial(make_norm, cfg.norm, **cfg.norm_options)
-    return Generator(num_domains, cfg.conv_dim, cfg.repeat_num, norm_layer)

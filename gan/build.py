@@ -1,0 +1,352 @@
+"""Assembly: the one place (besides gan.config) that reads a Config and turns it into data, models, optimizers, the
+trainer, hooks, feature extractors and caches. Everything below this module takes plain arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gan.config import Config, DataConfig, DiscriminatorConfig, GeneratorConfig, load_config, lr_schedule_problem
+from gan.data import DataBundle, build_celeba, build_folder, build_synthetic, load_data
+from gan.errors import ConfigError
+from gan.hooks import (
+    CheckpointHook,
+    EvalParts,
+    FidHook,
+    Hook,
+    ImagesHook,
+    LipschitzHook,
+    NanGuardHook,
+    NormsHook,
+    PairedL1Hook,
+    ProgressHook,
+    ScalarsHook,
+    SigmaHook,
+)
+from gan.metrics.classifier import classifier_path, load_classifier, save_classifier, train_classifier
+from gan.metrics.evaluation import RealFeatures, check_classifier
+from gan.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
+from gan.metrics.fid import StatsCache
+from gan.metrics.inception import WeightsError
+from gan.models import Discriminator, Generator
+from gan.norms import gate_parameters, make_norm, set_sync_batch_stats, uses_batch_statistics
+from gan.spectral import apply_spectral_norm, set_power_iteration_mode
+from gan.trainer import Trainer, TrainSettings
+from gan.writers import RunWriter
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------------- config
+def models_problem(cfg: Config) -> tuple[str, str] | None:
+    """Build both networks on the meta device (shapes only, no memory) to catch what depends on their widths, e.g. a
+    ``num_groups`` that does not divide some layer's channel count; ``(key, problem)`` for load_config."""
+    for net in ("generator", "discriminator"):
+        try:
+            with torch.device("meta"):
+                if net == "generator":
+                    build_generator(cfg.model.generator, num_domains=1)
+                else:
+                    build_discriminator(cfg.model.discriminator, cfg.data.image_size, num_domains=1)
+        except (TypeError, ValueError) as exc:
+            return f"model.{net}.norm_options", str(exc)
+    return None
+
+
+def load_run_config(
+    files: list[str | Path] | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    base_name: str = "checkpoint",
+    training: bool = True,
+) -> Config:
+    """``load_config`` with the checks that need the models (and, for training, the learning-rate schedule)."""
+    checks = (models_problem, lr_schedule_problem) if training else (models_problem,)
+    return load_config(files, overrides, base=base, base_name=base_name, checks=checks)
+
+
+def with_metric_options(cfg: Config, **changes: Any) -> Config:
+    """``cfg`` with ``metrics.*`` values replaced (e.g. from evaluate.py's options); None values are ignored."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return dataclasses.replace(cfg, metrics=dataclasses.replace(cfg.metrics, **changes))
+
+
+# ----------------------------------------------------------------------------------------------------------- data
+def build_data(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
+    """Train and test datasets for ``cfg.source``; ``train_flip`` enables the random horizontal flip in training.
+
+    Every failure caused by the files on disk is a one-line DataError naming the file or folder.
+    """
+    if cfg.source == "synthetic":
+        s = cfg.synthetic
+        bundle = load_data(
+            lambda: build_synthetic(
+                s.domains, s.images_per_domain, s.test_images_per_domain, s.seed, cfg.image_size, train_flip
+            ),
+            "data",
+            cfg.source,
+        )
+    elif cfg.source == "folder":
+        f = cfg.folder
+        bundle = load_data(
+            lambda: build_folder(
+                f.root,
+                f.domains,
+                f.split,
+                f.test_ratio,
+                f.split_seed,
+                cfg.image_size,
+                cfg.crop_size,
+                cfg.skip_bad_images,
+                train_flip,
+            ),
+            f.root,
+            cfg.source,
+        )
+    elif cfg.source == "celeba":
+        c = cfg.celeba
+        bundle = load_data(
+            lambda: build_celeba(
+                c.image_dir,
+                c.attr_file,
+                c.attributes,
+                c.test_count,
+                c.split_seed,
+                cfg.image_size,
+                cfg.crop_size,
+                cfg.skip_bad_images,
+                train_flip,
+            ),
+            c.image_dir,
+            cfg.source,
+        )
+        bundle.exclusive_groups = tuple(tuple(group) for group in c.exclusive_groups)
+    else:
+        raise ConfigError(f"data.source: unknown source {cfg.source!r}; choose one of: synthetic, folder, celeba")
+    return bundle
+
+
+def dataset_id(data_cfg: DataConfig) -> str:
+    """A name for the real images a config selects: the source plus a hash of every data setting that changes
+    which pixels the models see (so a cached statistic is never reused for other images)."""
+    settings = {k: v for k, v in dataclasses.asdict(data_cfg).items() if k not in ("num_workers", "skip_bad_images")}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{data_cfg.source}-{digest}"
+
+
+# --------------------------------------------------------------------------------------------------------- models
+def build_generator(cfg: GeneratorConfig, num_domains: int) -> Generator:
+    """The generator described by ``cfg`` for ``num_domains`` target domains."""
+    norm_layer = functools.partial(make_norm, cfg.norm, **cfg.norm_options)
+    return Generator(num_domains, cfg.conv_dim, cfg.repeat_num, norm_layer)
+
+
+def build_discriminator(cfg: DiscriminatorConfig, image_size: int, num_domains: int) -> Discriminator:
+    """The discriminator described by ``cfg``, spectrally normalised on every conv when enabled."""
+    norm_layer = None if cfg.norm == "none" else functools.partial(make_norm, cfg.norm, **cfg.norm_options)
+    model = Discriminator(image_size, num_domains, cfg.conv_dim, cfg.repeat_num, norm_layer)
+    if cfg.spectral_norm.enabled:
+        apply_spectral_norm(model, n_power_iterations=cfg.spectral_norm.n_power_iterations, eps=cfg.spectral_norm.eps)
+    return model
+
+
+def param_groups(model: nn.Module, lr: float, gate_lr_multiplier: float) -> list[dict[str, Any]]:
+    """Adam groups: Batch-Instance gates get their own (lr times ``gate_lr_multiplier``, no weight decay; Nam &
+    Kim), in G and in D alike."""
+    gates = list(gate_parameters(model))
+    gate_ids = {id(p) for p in gates}
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in gate_ids], "lr": lr}]
+    if gates:
+        groups.append({"params": gates, "lr": lr * gate_lr_multiplier, "weight_decay": 0.0})
+    return groups
+
+
+def train_settings(cfg: Config) -> TrainSettings:
+    t, loss = cfg.train, cfg.loss
+    return TrainSettings(
+        steps=t.steps,
+        batch_size=t.batch_size,
+        seed=t.seed,
+        n_critic=t.n_critic,
+        lr_decay_steps=t.lr_decay_steps,
+        g_ema_decay=t.g_ema_decay,
+        adversarial=loss.adversarial,
+        lambda_cls=loss.lambda_cls,
+        lambda_rec=loss.lambda_rec,
+        lambda_gp=loss.lambda_gp,
+        lambda_r1=loss.lambda_r1,
+        sn_per_step=cfg.model.discriminator.spectral_norm.update == "step",
+        num_workers=cfg.data.num_workers,
+    )
+
+
+def build_trainer(cfg: Config, data: DataBundle, device: torch.device, hooks: list[Hook] | None = None) -> Trainer:
+    """Seeded models (G, then D: the same initial weights for the same ``train.seed``), optimizers and the trainer;
+    the resolved config travels in every checkpoint."""
+    torch.manual_seed(cfg.train.seed)
+    random.seed(cfg.train.seed)
+    num_domains = len(data.domains)
+    G = build_generator(cfg.model.generator, num_domains).to(device)
+    D = build_discriminator(cfg.model.discriminator, cfg.data.image_size, num_domains).to(device)
+    if cfg.model.discriminator.spectral_norm.update == "step":
+        set_power_iteration_mode(D, "manual")
+    if cfg.model.sync_batchnorm:
+        for net in (G, D):
+            set_sync_batch_stats(net, True)
+    _warn_about_batch_statistics_in_d(cfg)
+    t = cfg.train
+    betas = (t.beta1, t.beta2)
+    opt_G = torch.optim.Adam(param_groups(G, t.g_lr, t.gate_lr_multiplier), betas=betas)
+    opt_D = torch.optim.Adam(param_groups(D, t.d_lr, t.gate_lr_multiplier), betas=betas)
+    metadata = {"config": dataclasses.asdict(cfg)}
+    return Trainer(G, D, opt_G, opt_D, data, device, train_settings(cfg), hooks or [], metadata)
+
+
+def _warn_about_batch_statistics_in_d(cfg: Config) -> None:
+    d_norm, loss = cfg.model.discriminator.norm, cfg.loss
+    if uses_batch_statistics(d_norm) and (loss.lambda_gp > 0 or loss.lambda_r1 > 0):
+        log.warning(
+            "model.discriminator.norm=%s normalises with batch statistics: D's output for one image depends on "
+            "the others in its batch, so the per-sample gradient penalty (loss.lambda_gp / loss.lambda_r1) is "
+            "ill-defined; prefer layer, instance, group or none in D",
+            d_norm,
+        )
+
+
+def generator_from_state(state: dict[str, Any], where: str, ema: bool = True) -> tuple[nn.Module, Config]:
+    """The generator stored in a checkpoint's state (its EMA copy if present and ``ema``), on the CPU."""
+    cfg = load_run_config(base=state["config"], base_name=where, training=False)
+    G = build_generator(cfg.model.generator, len(state["domains"]))
+    G.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
+    return G, cfg
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+def default_stats_cache() -> Path:
+    """``$XDG_CACHE_HOME/spectral-gan/fid-stats`` (``~/.cache/...`` when the variable is unset)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spectral-gan" / "fid-stats"
+
+
+def stats_cache_for(cfg: Config, extractor: FeatureExtractor) -> StatsCache | None:
+    """The on-disk cache of real-image features for Inception extractors (classifier features change per run)."""
+    if extractor.info["extractor"] != "inception":
+        return None
+    return StatsCache(Path(cfg.metrics.stats_cache) if cfg.metrics.stats_cache else default_stats_cache())
+
+
+def inception_extractor(cfg: Config, device: torch.device) -> InceptionExtractor:
+    m = cfg.metrics
+    return InceptionExtractor(m.inception_weights or None, m.protocol, device, m.fast_inception)
+
+
+def build_extractor(
+    kind: str, cfg: Config, device: torch.device, classifier: nn.Module | None, classifier_source: str = ""
+) -> FeatureExtractor:
+    """``inception`` (weights per ``cfg.metrics``), ``classifier``, or ``auto``: Inception when its weights file is
+    found, else the classifier with a warning that says under which tags the numbers go."""
+    if kind in ("inception", "auto"):
+        try:
+            return inception_extractor(cfg, device)
+        except WeightsError as exc:
+            if kind == "inception" or classifier is None or cfg.metrics.inception_weights:
+                raise  # a path the user configured explicitly is never replaced silently
+            log.warning(
+                "%s; using the domain classifier's features instead, logged as eval/classifier_fd/* and "
+                "eval/classifier_kd/mean (not comparable with Inception FID)",
+                exc,
+            )
+    if classifier is None:
+        raise ValueError("the classifier feature extractor needs a trained domain classifier")
+    return ClassifierExtractor(classifier, device, classifier_source)
+
+
+def real_features(
+    cfg: Config,
+    data: DataBundle,
+    extractor: FeatureExtractor,
+    count: int,
+    cache: StatsCache | None,
+    progress: bool = False,
+) -> RealFeatures:
+    """The real images a run's config selects (``metrics.real_split`` at ``data.image_size``)."""
+    m = cfg.metrics
+    return RealFeatures(
+        data, extractor, dataset_id(cfg.data), m.real_split, cfg.data.image_size, count, m.batch_size, cache, progress
+    )
+
+
+def fit_classifier(
+    cfg: Config, data: DataBundle, device: torch.device, steps: int | None = None, progress: bool = False
+) -> tuple[nn.Module, Any]:
+    """Train the domain classifier with ``metrics.classifier`` (``steps`` overrides its step count)."""
+    c = cfg.metrics.classifier
+    return train_classifier(
+        data, device, steps or c.steps, c.batch_size, c.lr, c.seed, c.width, progress, cfg.data.num_workers
+    )
+
+
+def obtain_classifier(
+    run_dir: Path, data: DataBundle, cfg: Config, device: torch.device, progress: bool = False
+) -> nn.Module:
+    """The run's domain classifier (``<run_dir>/classifier.pt``): loaded if present, else trained on the real
+    training images with ``cfg.metrics.classifier`` and saved there. A file for other domains is an error."""
+    path = classifier_path(run_dir)
+    if path.is_file():
+        model, meta = load_classifier(path, device)
+        check_classifier(path, meta, data)
+        return model
+    c = cfg.metrics.classifier
+    model, report = train_classifier(data, device, c.steps, c.batch_size, c.lr, c.seed, c.width, progress)
+    save_classifier(path, model, report, data.domains)
+    log.info("domain classifier saved to %s (held-out accuracy %.3f)", path, report.heldout_accuracy)
+    return model
+
+
+def eval_setup(cfg: Config, run_dir: Path) -> Callable[[Trainer], EvalParts]:
+    """What the fid hook builds at its first evaluation: classifier, extractor and real features."""
+
+    def setup(trainer: Trainer) -> EvalParts:
+        classifier = obtain_classifier(run_dir, trainer.data, cfg, trainer.device, cfg.train.progress)
+        source = str(classifier_path(run_dir))
+        extractor = build_extractor(cfg.hooks.fid.extractor, cfg, trainer.device, classifier, source)
+        cache = stats_cache_for(cfg, extractor)
+        return classifier, extractor, real_features(cfg, trainer.data, extractor, cfg.hooks.fid.num_images, cache)
+
+    return setup
+
+
+# ---------------------------------------------------------------------------------------------------------- hooks
+def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool) -> list[Hook]:
+    """The built-in hooks configured in ``cfg.hooks``. Order matters: the NaN guard runs before checkpoints, and
+    the checkpoint hook runs last."""
+    h, m = cfg.hooks, cfg.metrics
+    hooks: list[Hook] = [
+        NanGuardHook(h.nan_guard.every),
+        ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
+        ScalarsHook(writer, h.scalars.every),
+        SigmaHook(writer, h.sigma.every),
+        LipschitzHook(
+            writer, h.lipschitz.every, h.lipschitz.num_images, h.lipschitz.jacobian, cfg.data.image_size, cfg.train.seed
+        ),
+        NormsHook(writer, h.norms.every),
+        ImagesHook(writer, h.images.every, h.images.num_images),
+    ]
+    if has_paired:
+        hooks.append(PairedL1Hook(writer, h.paired_l1.every, h.paired_l1.num_images))
+    fid = FidHook(
+        writer, h.fid.every, h.fid.num_images, eval_setup(cfg, run_dir), m.kid_subsets, m.kid_subset_size, m.batch_size
+    )
+    hooks.append(fid)
+    hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep))
+    return hooks

@@ -1,0 +1,580 @@
+"""The Python API: train a run, resume it, load its generator, score a checkpoint. The CLIs are thin layers on top.
+
+from gan.build import load_run_config
+from gan.run import train, load_generator
+
+cfg = load_run_config(["configs/default.yaml"], ["train.steps=200", "train.lr_decay_steps=100"])
+result = train(cfg, "runs/quick")                     # -> RunResult(run_dir, step, completed, summary)
+G, space = load_generator(result.last_checkpoint)     # eval mode; space.vectors(labels) conditions it
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from gan.build import (
+    build_data,
+    build_extractor,
+    build_hooks,
+    build_trainer,
+    fit_classifier,
+    generator_from_state,
+    inception_extractor,
+    load_run_config,
+    real_features,
+    stats_cache_for,
+    with_metric_options,
+)
+from gan.checkpoint import LAST, latest, load_checkpoint
+from gan.config import Config, config_to_dict, dump_config
+from gan.data import IMAGE_SUFFIXES, DataBundle, TensorImageDataset, image_transform, list_images, load_rgb
+from gan.errors import CheckpointError, ConfigError, DataError, UserError, reason
+from gan.interrupt import clear_stop, request_stop, stop_requested
+from gan.labels import LabelSpace
+from gan.metrics.classifier import classifier_path, load_classifier, save_classifier
+from gan.metrics.evaluation import TranslationScores, check_classifier, evaluate_translations, paired_scores
+from gan.metrics.features import folder_features
+from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, save_stats
+from gan.metrics.kid import kernel_inception_distance
+from gan.trainer import Trainer, lr_factor
+from gan.writers import RunWriter
+
+log = logging.getLogger(__name__)
+
+Announce = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) training run left behind."""
+
+    run_dir: Path
+    step: int  # completed steps
+    completed: bool  # ran to train.steps (False after a stop request)
+    resumed_from: Path | None = None
+    summary: list[str] = field(default_factory=list)  # the hooks' end-of-run lines (first -> last evaluation)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / LAST
+
+
+# --------------------------------------------------------------------------------------------------------- device
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device: 'cuda' was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def use_deterministic_kernels() -> None:
+    """Make GPU runs repeatable: deterministic cuDNN/cuBLAS kernels (CPU kernels here already are)."""
+    # cuBLAS reads this when its first handle is created, which has not happened yet in this process.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True)
+
+
+# --------------------------------------------------------------------------------------------------------- resume
+def run_dir_of(checkpoint: Path) -> Path:
+    """``runs/x`` for ``runs/x/checkpoints/last.pt``; the checkpoint's own folder otherwise."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def find_resume(spec: str | Path | None, run_dir: Path | None, runs_root: Path = Path("runs")) -> Path | None:
+    """The checkpoint ``--resume`` means: a file; a run folder (its newest checkpoint); or ``auto``: the newest
+    checkpoint of ``run_dir``, or without one the only run under ``runs_root`` that has checkpoints (several
+    candidates are refused: resuming the wrong run would rewrite it). None: nothing to resume."""
+    if spec is None:
+        return None
+    if str(spec) != "auto":
+        path = Path(spec)
+        if path.is_dir():  # a run folder or its checkpoints folder: its newest checkpoint
+            found = latest(path / "checkpoints") or latest(path)
+            if found is None:
+                raise CheckpointError(f"{path}: no checkpoint in this folder")
+            return found
+        return path
+    if run_dir is not None:
+        return latest(Path(run_dir) / "checkpoints")
+    candidates = sorted(c for d in runs_root.glob("*") if (c := latest(d / "checkpoints")) is not None)
+    if len(candidates) > 1:
+        names = ", ".join(str(run_dir_of(c)) for c in candidates[-3:])
+        raise UserError(
+            f"--resume auto: {runs_root} holds {len(candidates)} runs with checkpoints (newest: {names}); "
+            "name the one to continue with --run-dir"
+        )
+    return candidates[0] if candidates else None
+
+
+def check_resume_compatible(cfg: Config, state: dict[str, Any], path: Path) -> None:
+    """Refuse to resume when the model (or what shapes it: image size, domains) differs from the checkpoint's."""
+    old = state["config"]
+    new = config_to_dict(cfg)
+    diffs = _dict_diff(old.get("model", {}), new["model"], "model.")
+    if old.get("data", {}).get("image_size") != new["data"]["image_size"]:
+        diffs.append("data.image_size")
+    if diffs:
+        raise CheckpointError(
+            f"{path}: cannot resume with a changed model config ({', '.join(diffs)}); start a new run instead"
+        )
+
+
+def _dict_diff(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict) and not key.endswith("_options"):
+            out += _dict_diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def restore(trainer: Trainer, state: dict[str, Any], path: Path | None) -> None:
+    """Load a checkpoint into a freshly built trainer; a mismatch is a CheckpointError naming the file."""
+    if list(state.get("domains", [])) != list(trainer.data.domains):
+        raise CheckpointError(
+            f"{path}: the checkpoint was trained on domains {state.get('domains')}, the data now has "
+            f"{trainer.data.domains}; start a new run instead"
+        )
+    try:
+        trainer.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: does not fit this model ({reason(exc, 200)})") from None
+
+
+def _schedule_change(old: dict[str, Any], cfg: Config, step: int) -> str | None:
+    """A warning when a resume with other train.steps / lr_decay_steps moves the learning-rate decay."""
+    o_steps, o_decay = int(old.get("steps", cfg.train.steps)), int(old.get("lr_decay_steps", cfg.train.lr_decay_steps))
+    n_steps, n_decay = cfg.train.steps, cfg.train.lr_decay_steps
+    before, after = lr_factor(step, o_steps, o_decay), lr_factor(step, n_steps, n_decay)
+    if (o_steps, o_decay) == (n_steps, n_decay) or before == after:
+        return None
+    return (
+        f"train.steps/lr_decay_steps changed from {o_steps}/{o_decay} to {n_steps}/{n_decay}: the linear decay now "
+        f"runs from step {n_steps - n_decay} to {n_steps}, so the learning rate at step {step} becomes "
+        f"{after:.3g} x (was {before:.3g} x) the configured value"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- lifecycle
+@contextmanager
+def _stop_on_signals(enabled: bool) -> Iterator[None]:
+    """Ctrl-C or SIGTERM asks the run to stop after the current step, or within seconds during long hook work (it
+    then saves a checkpoint); a second Ctrl-C interrupts at once. Only in the main thread (Python's rule)."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop_requested() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        request_stop()
+        log.warning("received %s: saving a checkpoint and stopping", signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextmanager
+def _run_log(run_dir: Path) -> Iterator[None]:
+    """``<run_dir>/train.log`` receives the library's log records (INFO and up) for the duration."""
+    logger = logging.getLogger("gan")
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _write_config(cfg: Config, run_dir: Path, step: int | None) -> None:
+    """``config.yaml`` holds the resolved config; a resume with a changed config keeps the previous one beside it."""
+    path, text = run_dir / "config.yaml", dump_config(cfg)
+    if step is not None and path.is_file():
+        old = path.read_text(encoding="utf-8")
+        if old == text:
+            return
+        keep = run_dir / f"config.before-step{step}.yaml"
+        keep.write_text(old, encoding="utf-8")
+        log.warning("the resumed run's config differs from %s; the previous one is kept as %s", path, keep.name)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    *,
+    announce: Announce | None = None,
+    handle_signals: bool = True,
+) -> RunResult:
+    """Train ``cfg`` into ``run_dir`` (default ``runs/<date>-<time>``), or continue a run.
+
+    ``resume``: None (a new run; a folder that already holds checkpoints is refused), ``"auto"`` (the newest
+    checkpoint of ``run_dir``, or the only run under ``runs/``; a new run if there is none), a run folder or a
+    checkpoint file. The run folder is created only once data and models are built, and removed again if the run
+    fails before its first completed step. Raises NonFiniteLossError when a loss diverges (the last good
+    checkpoint is kept) and UserError subclasses for bad input; Ctrl-C/SIGTERM end the run with a checkpoint.
+    ``announce`` receives the few lines a user should see at once (default: the log).
+    """
+    say = announce or log.info
+    clear_stop()
+    run_dir = Path(run_dir) if run_dir is not None else None
+    path = find_resume(resume, run_dir)
+    if resume == "auto" and path is None:
+        say("--resume auto: no checkpoint found; starting a new run")
+    state = load_checkpoint(path) if path is not None else None
+    if state is not None:
+        check_resume_compatible(cfg, state, path)
+    run_dir = run_dir or (run_dir_of(path) if path else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    if state is None and latest(run_dir / "checkpoints") is not None:
+        raise UserError(
+            f"{run_dir}: this run folder already holds checkpoints; continue it with --resume auto or choose "
+            "another --run-dir"
+        )
+    device = pick_device(cfg.train.device)
+    if cfg.train.deterministic:
+        use_deterministic_kernels()
+    data = build_data(cfg.data)
+    trainer = build_trainer(cfg, data, device)
+    if state is not None:
+        restore(trainer, state, path)
+        say(f"resuming {run_dir} from step {trainer.step} ({path})")
+        change = _schedule_change(state["config"].get("train", {}), cfg, trainer.step)
+        if change:
+            log.warning(change)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals)
+    except BaseException:
+        if created and trainer.step == 0 and run_dir.is_dir():
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing behind
+        raise
+
+
+def _train_in(
+    cfg: Config,
+    run_dir: Path,
+    trainer: Trainer,
+    state: dict[str, Any] | None,
+    path: Path | None,
+    data: DataBundle,
+    say: Announce,
+    handle_signals: bool,
+) -> RunResult:
+    start = trainer.step if state is not None else None
+    _write_config(cfg, run_dir, start)
+    with _run_log(run_dir):
+        if data.skipped:
+            log.warning("skipped %d unreadable images (data.skip_bad_images)", data.skipped)
+        if state is not None:
+            log.info("resumed at step %d from %s", trainer.step, path)
+        # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail.
+        writer = RunWriter(run_dir, purge_step=trainer.step + 1 if state is not None else None)
+        try:
+            trainer.hooks = build_hooks(cfg, writer, run_dir, has_paired=data.paired is not None)
+            if state is not None:
+                trainer.load_hook_states(state.get("hooks", {}))
+            say(f"run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})")
+            with _stop_on_signals(handle_signals):
+                trainer.fit()
+        finally:
+            writer.close()
+    summary = [f"finished at step {trainer.step}; checkpoints in {run_dir / 'checkpoints'}"]
+    for hook in trainer.hooks:
+        summary += hook.summary()
+    return RunResult(run_dir, trainer.step, trainer.completed, path, summary)
+
+
+# ------------------------------------------------------------------------------------------------ trained models
+def load_generator(
+    checkpoint: str | Path, device: str | torch.device = "cpu", ema: bool = True
+) -> tuple[nn.Module, LabelSpace]:
+    """The generator of a checkpoint (its EMA copy if present and ``ema``) in eval mode, and the label convention
+    to condition it with: ``G(x, space.vectors(space.toward(labels, d)))`` translates ``x`` into domain d."""
+    G, cfg, state = load_generator_state(Path(checkpoint), torch.device(device), ema)
+    return G, label_space(cfg, state)
+
+
+def load_generator_state(
+    checkpoint: Path, device: torch.device, ema: bool = True
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Like :func:`load_generator`, with the checkpoint's config and whole state."""
+    state = load_checkpoint(checkpoint)
+    G, cfg = generator_from_state(state, str(checkpoint), ema)
+    return G.to(device).eval(), cfg, state
+
+
+def label_space(cfg: Config, state: dict[str, Any]) -> LabelSpace:
+    groups = cfg.data.celeba.exclusive_groups if state.get("multi_label") else ()
+    return LabelSpace.create(list(state["domains"]), bool(state.get("multi_label")), groups)
+
+
+def checkpoint_data(cfg: Config, state: dict[str, Any], checkpoint: Path) -> DataBundle:
+    """The run's data, unflipped, checked against the domains the checkpoint was trained on."""
+    data = build_data(cfg.data, train_flip=False)
+    if list(data.domains) != list(state["domains"]):
+        raise DataError(f"{checkpoint}: trained on domains {state['domains']}, the data now has {data.domains}")
+    return data
+
+
+def run_classifier(
+    checkpoint: Path, data: DataBundle, device: torch.device, path: Path | None = None, required: bool = False
+) -> nn.Module | None:
+    """The domain classifier (``path`` or ``<run>/classifier.pt``), checked against the data; None when absent
+    and not ``required`` (then domain accuracy is not measured)."""
+    path = path or classifier_path(run_dir_of(checkpoint))
+    if not path.is_file() and not required:
+        log.info("no domain classifier at %s: domain accuracy not measured (evaluate.py train-classifier)", path)
+        return None
+    model, meta = load_classifier(path, device)
+    check_classifier(path, meta, data)
+    log.info("domain classifier %s: held-out accuracy %.4f", path, meta["report"].get("heldout_accuracy", float("nan")))
+    return model
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    cfg_changes: Callable[[Config], Config] | None = None,
+    *,
+    metric: str = "fid",
+    num_images: int | None = None,
+    ema: bool = True,
+    device: str | torch.device = "auto",
+    classifier: Path | None = None,
+    extractor: str = "inception",
+    cache: bool = True,
+    progress: bool = False,
+) -> tuple[TranslationScores, int]:
+    """FID/KID/accuracy of a checkpoint's translations per target domain (the fid hook's protocol) and its step.
+
+    ``metric="accuracy"`` measures only the domain accuracy (it needs the classifier); ``extractor`` is
+    ``inception``, ``classifier`` or ``auto`` as ``hooks.fid.extractor``. ``cfg_changes`` edits the stored config
+    (metric options) before use.
+    """
+    checkpoint = Path(checkpoint)
+    dev = pick_device(device) if isinstance(device, str) else device
+    G, cfg, state = load_generator_state(checkpoint, dev, ema)
+    if cfg_changes is not None:
+        cfg = cfg_changes(cfg)
+    data = checkpoint_data(cfg, state, checkpoint)
+    n = cfg.hooks.fid.num_images if num_images is None else num_images
+    if n < 2:
+        raise UserError(f"--num-images: FID needs at least 2 images per domain, got {n}")
+    need = metric == "accuracy" or extractor == "classifier"
+    model = run_classifier(checkpoint, data, dev, classifier, required=need)
+    feats = reals = None
+    if metric != "accuracy":
+        source = str(classifier or classifier_path(run_dir_of(checkpoint)))
+        feats = build_extractor(extractor, cfg, dev, model, source)
+        store = stats_cache_for(cfg, feats) if cache else None
+        reals = real_features(cfg, data, feats, n, store, progress=progress)
+    m = cfg.metrics
+    scores = evaluate_translations(
+        G, data, feats, reals, dev, n, model, m.kid_subsets, m.kid_subset_size, m.batch_size, progress=progress
+    )
+    return scores, int(state["step"])
+
+
+def load_config_of(checkpoint: Path) -> tuple[Config, dict[str, Any]]:
+    """A checkpoint's config and state (for commands that rebuild its data)."""
+    state = load_checkpoint(checkpoint)
+    return load_run_config(base=state["config"], base_name=str(checkpoint), training=False), state
+
+
+# --------------------------------------------------------------------------------------------- image folders
+def metric_config(**metrics: Any) -> Config:
+    """The default config with ``metrics.*`` options set (None values keep the defaults), validated as config."""
+    cfg = with_metric_options(Config(), **metrics)
+    return load_run_config(base=config_to_dict(cfg), base_name="command line", training=False)
+
+
+def _need_two(path: Path, count: int) -> None:
+    if count < 2:
+        raise DataError(f"{path}: {count} image; FID and KID need at least 2")
+
+
+def path_statistics(path: Path, extractor: Any, batch_size: int) -> tuple[Any, Any, int | None]:
+    """(mu, sigma, number of images) of a folder, or of a pytorch-fid .npz file (its image count is unknown)."""
+    if path.suffix.lower() == ".npz":
+        mu, sigma, meta = load_stats(path)
+        for key in ("protocol", "weights_sha256"):  # recorded in files we wrote; pytorch-fid's files have none
+            recorded, ours = meta.get(key), extractor.info.get(key)
+            if recorded is not None and recorded != ours:
+                raise DataError(f"{path}: statistics of {key} {recorded}, but this run uses {ours}")
+        if mu.shape[0] != extractor.info["dims"]:
+            raise DataError(f"{path}: {mu.shape[0]}-d statistics, but the FID features are {extractor.info['dims']}-d")
+        return mu, sigma, meta.get("count")
+    features = folder_features(extractor, path, batch_size, progress=True)
+    _need_two(path, len(features))
+    return (*feature_statistics(features), len(features))
+
+
+def folder_fid(paths: list[Path], cfg: Config, device: torch.device) -> dict[str, Any]:
+    """FID between two folders (or pytorch-fid ``.npz`` statistics), with the extractor's description."""
+    extractor = inception_extractor(cfg, device)
+    stats = [path_statistics(path, extractor, cfg.metrics.batch_size) for path in paths]
+    value = frechet_distance(*stats[0][:2], *stats[1][:2])
+    return {"fid": value, "paths": [str(p) for p in paths], "num_images": [s[2] for s in stats], **extractor.info}
+
+
+def save_folder_stats(folder: Path, out: Path, cfg: Config, device: torch.device, force: bool) -> dict[str, Any]:
+    """Write a folder's statistics in pytorch-fid's ``.npz`` format (an existing file only with ``force``)."""
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"{out}: --save-stats writes a .npz file; give FOLDER OUT.npz")
+    if out.exists() and not force:
+        raise UserError(f"{out}: exists; pass --force to replace it")
+    extractor = inception_extractor(cfg, device)
+    features = folder_features(extractor, folder, cfg.metrics.batch_size, progress=True)
+    _need_two(folder, len(features))
+    meta = {k: v for k, v in extractor.info.items() if isinstance(v, (str, int, float))}
+    save_stats(out, *feature_statistics(features), meta={**meta, "count": len(features), "source": str(folder)})
+    return {"stats": str(out), "num_images": len(features), **extractor.info}
+
+
+def folder_kid(paths: list[Path], cfg: Config, device: torch.device) -> dict[str, Any]:
+    """KID between two folders (torch-fidelity's defaults, the subset size capped at the images available)."""
+    if any(p.suffix.lower() == ".npz" for p in paths):
+        raise UserError("kid: needs the images (features), not .npz statistics")
+    m = cfg.metrics
+    extractor = inception_extractor(cfg, device)
+    f1, f2 = (folder_features(extractor, p, m.batch_size, progress=True) for p in paths)
+    for path, features in zip(paths, (f1, f2)):
+        _need_two(path, len(features))
+    size = min(m.kid_subset_size, len(f1), len(f2))
+    if size < m.kid_subset_size:
+        log.warning("kid: subset size %d capped at the %d images available", m.kid_subset_size, size)
+    mean, std = kernel_inception_distance(f1, f2, subsets=m.kid_subsets, subset_size=size)
+    return {
+        "kid_mean": mean,
+        "kid_std": std,
+        "subsets": m.kid_subsets,
+        "subset_size": size,
+        "paths": [str(p) for p in paths],
+        "num_images": [len(f1), len(f2)],
+        **extractor.info,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- translating
+def translate_files(
+    checkpoint: Path,
+    inputs: list[Path],
+    targets: list[str],
+    out: Path,
+    device: torch.device,
+    ema: bool = True,
+    labels: str | None = None,
+    progress: bool = True,
+) -> int:
+    """Translate image files into the ``targets`` (``--to`` texts, see gan.labels) and save PNGs; returns the
+    number written. Multi-label models need the inputs' own attributes: ``labels`` (comma-separated names) or,
+    without it, the run's domain classifier predicts them."""
+    G, cfg, state = load_generator_state(checkpoint, device, ema)
+    space = label_space(cfg, state)
+    if space.multi_label:
+        for spec in targets:  # refuse unknown names before reading any image
+            space.parse(spec, torch.zeros(space.num_domains))
+    else:
+        parsed = [space.parse(spec) for spec in targets]
+    classifier = None
+    if space.multi_label and labels is None:
+        classifier = run_classifier(checkpoint, _classifier_data(cfg, state), device, required=False)
+        if classifier is None:
+            raise UserError(
+                f"{checkpoint}: a multi-label model keeps the attributes the input has; give them with --labels "
+                "(e.g. --labels Male,Young, or --labels none) or train the run's classifier (evaluate.py "
+                "train-classifier) to predict them"
+            )
+    given = space.parse_attributes(labels) if labels is not None else None
+    single = len(inputs) == 1 and len(targets) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
+    if not single:
+        out.mkdir(parents=True, exist_ok=True)
+    transform = image_transform(cfg.data.image_size, cfg.data.crop_size)
+    written = 0
+    for path in tqdm(inputs, desc="translate", unit="img", disable=not progress or len(inputs) < 2):
+        x = transform(load_rgb(path)).unsqueeze(0).to(device)
+        source = given
+        if space.multi_label and source is None:
+            with torch.no_grad():
+                source = (classifier(x) > 0).float()[0].cpu()
+        for i, spec in enumerate(targets):
+            label = space.parse(spec, source) if space.multi_label else parsed[i]
+            with torch.no_grad():
+                y = G(x, space.vectors(label.unsqueeze(0)).to(device))
+            save_image((y + 1) / 2, out if single else out / f"{path.stem}_to_{spec.replace(',', '+')}.png")
+            written += 1
+    return written
+
+
+def _classifier_data(cfg: Config, state: dict[str, Any]) -> DataBundle:
+    """What check_classifier compares a classifier with, without reading the dataset: domains, size, label kind."""
+    empty = torch.zeros(0, 3, cfg.data.image_size, cfg.data.image_size, dtype=torch.uint8)
+    labels = torch.zeros(0, len(state["domains"])) if state.get("multi_label") else torch.zeros(0, dtype=torch.int64)
+    dataset = TensorImageDataset(empty, labels)
+    return DataBundle(dataset, dataset, list(state["domains"]), bool(state.get("multi_label")), None)
+
+
+def input_files(path: Path) -> list[Path]:
+    """An image file, or the images directly in a folder (gan.data's suffix list)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return list_images(path)
+    raise DataError(f"{path}: no such file or folder")
+
+
+def paired_l1_of(checkpoint: Path, device: torch.device, num_images: int) -> dict[str, Any]:
+    """Paired L1 and PSNR of a checkpoint's translations against the synthetic data's ground truth."""
+    G, cfg, state = load_generator_state(checkpoint, device)
+    data = build_data(cfg.data, train_flip=False)
+    if data.paired is None:
+        raise UserError(f"{checkpoint}: paired-l1 needs the synthetic dataset (data.source: {cfg.data.source})")
+    value, psnr = paired_scores(G, data.paired, device, num_images)
+    n = min(num_images, len(data.paired.labels))
+    return {"paired_l1": value, "paired_psnr": psnr, "step": int(state["step"]), "num_images": n}
+
+
+def train_checkpoint_classifier(
+    checkpoint: Path, device: torch.device, out: Path | None = None, steps: int | None = None
+) -> tuple[Path, Any]:
+    """Train (or replace) the domain classifier of a checkpoint's run on its real training images."""
+    cfg, state = load_config_of(checkpoint)
+    data = build_data(cfg.data, train_flip=True)
+    model, report = fit_classifier(cfg, data, device, steps, progress=True)
+    path = out or classifier_path(run_dir_of(checkpoint))
+    save_classifier(path, model, report, data.domains)
+    return path, report
