@@ -13,7 +13,6 @@ import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _config_folder() -> Path:
-    """The shipped configs: ``configs/`` of a source checkout, else the copy packaged as ``gan.configs`` (a wheel
-    installs the repository's ``configs/`` there; see pyproject.toml)."""
+    """The shipped configs: ``configs/`` of a source checkout, else the copy a wheel installs as ``gan/configs/``
+    (package data of ``gan.configs``, see pyproject.toml)."""
     if (REPO_ROOT / "configs" / "default.yaml").is_file():
         return REPO_ROOT / "configs"
-    return Path(str(resources.files("gan.configs")))
+    return Path(__file__).resolve().parent / "configs"
 
 
 CONFIG_DIR = _config_folder()

@@ -36,7 +36,8 @@ from gan.registry import Registry
 
 NORMS: Registry[Callable[..., nn.Module]] = Registry("norm layer")
 
-# check_norm_options builds each layer once to validate option values; 4 channels fits every default.
+# check_norm_options builds each layer once to validate option values; 4 channels fits every layer's defaults but
+# group norm's 32 groups (see _probe_channels).
 _PROBE_CHANNELS = 4
 
 
@@ -62,19 +63,28 @@ def check_norm_options(name: str, options: dict[str, object]) -> str | None:
     if unknown:
         return f"norm {name!r} has no option {unknown[0]!r}; its options are: {', '.join(allowed) or '(none)'}"
     try:
-        make_norm(name, _probe_channels(options), **options)
+        make_norm(name, _probe_channels(name, options), **options)
     except (TypeError, ValueError) as exc:
         return f"norm {name!r}: {exc}"
     return None
 
 
-def _probe_channels(options: Mapping[str, object]) -> int:
-    # With 4 channels, num_groups=3 would be rejected although it fits a model of width 48; probing with
-    # C = num_groups (the layer uses min(num_groups, C) groups) always divides, so only type and range errors remain.
-    groups = options.get("num_groups")
+def _probe_channels(name: str, options: Mapping[str, object]) -> int:
+    """A channel count that ``num_groups`` (given, or the factory's default) divides, else 4, which fits the rest.
+
+    With 4 channels, num_groups=3 would be rejected although it fits a model of width 48, and the default 32 groups
+    would be rejected outright: probing with C = num_groups leaves only type and range errors to report.
+    """
+    groups = options.get("num_groups", _default(name, "num_groups"))
     if isinstance(groups, int) and not isinstance(groups, bool) and groups > 0:
         return groups
     return _PROBE_CHANNELS
+
+
+def _default(name: str, option: str) -> object:
+    """The default of ``option`` in the factory of ``name``, or None when it has no such option."""
+    param = inspect.signature(NORMS.get(name)).parameters.get(option)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 # ------------------------------------------------------------------------------------------------ option checks
@@ -111,6 +121,15 @@ def _int_option(key: str, value: object, low: int = 0) -> int:
     if number < low:
         raise ValueError(f"option {key!r} must be >= {low}, got {value!r}")
     return int(number)
+
+
+def _eps_option(value: object) -> float:
+    """``eps`` as a float > 0. Every layer divides by ``sqrt(var + eps)``, and a constant channel (var = 0, e.g. a
+    feature map that ReLU zeroed) would make that a division by zero, i.e. inf/NaN at the first training step."""
+    eps = _float_option("eps", value, 0.0)  # type and range first: a negative eps keeps that message
+    if eps == 0.0:
+        raise ValueError(f"option 'eps' must be > 0, got {value!r}")
+    return eps
 
 
 def _momentum_option(value: object, allow_none: bool = False) -> float | None:
@@ -231,7 +250,7 @@ def set_sync_batch_stats(model: nn.Module, enabled: bool) -> int:
 def uses_batch_statistics(name: str) -> bool:
     """Whether the layer registered as ``name`` normalises with statistics of the whole batch in training, so that
     one sample's output depends on the others (per-sample gradient penalties are then ill-defined)."""
-    layer = make_norm(name, _PROBE_CHANNELS)
+    layer = make_norm(name, _probe_channels(name, {}))
     return any(isinstance(getattr(m, "sync_stats", None), bool) for m in layer.modules())
 
 
@@ -258,7 +277,7 @@ def _batch(
     _check_bool(affine=affine, track_running_stats=track_running_stats)
     return BatchNorm2d(
         num_features,
-        eps=_float_option("eps", eps, 0.0),
+        eps=_eps_option(eps),
         momentum=_momentum_option(momentum, allow_none=True),
         affine=affine,
         track_running_stats=track_running_stats,
@@ -298,7 +317,7 @@ class LayerNorm2d(nn.GroupNorm):
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True) -> None:
         _check_bool(affine=affine)
-        super().__init__(1, num_features, eps=_float_option("eps", eps, 0.0), affine=affine)
+        super().__init__(1, num_features, eps=_eps_option(eps), affine=affine)
 
 
 @NORMS.register("instance")
@@ -312,7 +331,7 @@ def _instance(
     _check_bool(affine=affine, track_running_stats=track_running_stats)
     return nn.InstanceNorm2d(
         num_features,
-        eps=_float_option("eps", eps, 0.0),
+        eps=_eps_option(eps),
         momentum=_momentum_option(momentum),
         affine=affine,
         track_running_stats=track_running_stats,
@@ -321,17 +340,16 @@ def _instance(
 
 @NORMS.register("group")
 def _group(num_features: int, num_groups: int = 32, eps: float = 1e-5, affine: bool = True) -> nn.Module:
-    # min(num_groups, C): one setting serves every width of a model, and narrow layers fall back to one group per
-    # channel (= instance norm with affine) instead of failing.
+    # No silent fallback for narrow layers (say min(num_groups, C) groups): the layer would quietly become another
+    # norm (C groups = instance norm with affine) while the config says group norm with num_groups groups.
     _check_bool(affine=affine)
     groups = _int_option("num_groups", num_groups, low=1)
-    used = min(groups, num_features)
-    if num_features % used:
+    if num_features % groups:
         raise ValueError(
-            f"group norm with num_groups={groups} uses {used} groups for {num_features} channels, which does not "
-            f"divide them; choose a num_groups that divides every channel count of the model"
+            f"group norm: num_groups {groups} does not divide the {num_features} channels of this layer; choose a "
+            f"num_groups that divides every channel count of the model"
         )
-    return nn.GroupNorm(used, num_features, eps=_float_option("eps", eps, 0.0), affine=affine)
+    return nn.GroupNorm(groups, num_features, eps=_eps_option(eps), affine=affine)
 
 
 @NORMS.register("none")
@@ -378,7 +396,7 @@ class BatchRenorm2d(nn.Module):
         super().__init__()
         _check_bool(affine=affine)
         self.num_features, self.affine = num_features, affine
-        self.eps = _float_option("eps", eps, 0.0)
+        self.eps = _eps_option(eps)
         self.momentum = _momentum_option(momentum)
         self.rmax, self.dmax = _float_option("rmax", rmax, 1.0), _float_option("dmax", dmax, 0.0)
         self.warmup_steps = _int_option("warmup_steps", warmup_steps)
@@ -470,7 +488,7 @@ class SwitchableNorm2d(nn.Module):
         super().__init__()
         _check_bool(affine=affine)
         self.num_features, self.affine = num_features, affine
-        self.eps = _float_option("eps", eps, 0.0)
+        self.eps = _eps_option(eps)
         self.momentum = _momentum_option(momentum)
         self.mean_logits = nn.Parameter(torch.zeros(3))
         self.var_logits = nn.Parameter(torch.zeros(3))
@@ -547,7 +565,7 @@ class BatchInstanceNorm2d(nn.Module):
         if not 0.0 <= rho_init <= 1.0:
             raise ValueError(f"rho_init must lie in [0, 1], got {rho_init!r}")
         self.num_features, self.affine = num_features, affine
-        self.eps, self.momentum = _float_option("eps", eps, 0.0), _momentum_option(momentum)
+        self.eps, self.momentum = _eps_option(eps), _momentum_option(momentum)
         self.rho = nn.Parameter(torch.full((num_features,), rho_init))
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features))

@@ -1,6 +1,8 @@
 """Norm layers by name, checked against torch's own layers (float64 where the claim is an identity)."""
 
 import copy
+import functools
+import inspect
 import io
 import math
 
@@ -8,6 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from gan.config import load_config
+from gan.errors import ConfigError
+from gan.models import Generator
 from gan.norms import (
     NORMS,
     BatchInstanceNorm2d,
@@ -119,7 +124,7 @@ def test_gates_are_clamped_after_a_step_not_in_forward():
 
 def test_double_backward_through_every_layer():
     for name in NORMS.names():
-        layer = make_norm(name, 3).double()
+        layer = _make(name, 3).double()
         x = _x(6).requires_grad_(True)
         (grad,) = torch.autograd.grad((layer(x) ** 3).sum(), x, create_graph=True)
         grad.pow(2).sum().backward()
@@ -172,8 +177,20 @@ def _randomise(layer, seed=0):
     return layer
 
 
+def _fitting(name, channels):
+    """Options that let ``name`` build at ``channels`` channels: group norm's default 32 groups do not divide the
+    narrow test widths (3, 4, 8), so those get 2 groups (1 for an odd C); every other layer keeps its defaults."""
+    if name == "group" and channels % 32:
+        return {"num_groups": 2 if channels % 2 == 0 else 1}
+    return {}
+
+
+def _make(name, channels=3, **options):
+    return make_norm(name, channels, **{**_fitting(name, channels), **options})
+
+
 def _built(name, channels=3, seed=0, **options):
-    return _randomise(make_norm(name, channels, **options).double(), seed)
+    return _randomise(_make(name, channels, **options).double(), seed)
 
 
 def test_registry_has_every_layer_of_the_seed():
@@ -183,7 +200,7 @@ def test_registry_has_every_layer_of_the_seed():
 @pytest.mark.parametrize("channels", [4, 32, 64])
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_every_name_builds_with_default_options_and_runs(name, channels):
-    layer = make_norm(name, channels)
+    layer = _make(name, channels)  # the defaults wherever they fit: group norm's 32 groups at 32 and 64 channels
     x = torch.randn(2, channels, 4, 4)
     for mode in (True, False):
         out = layer.train(mode)(x)
@@ -197,10 +214,8 @@ def test_make_norm_rejects_a_bad_channel_count():
 
 @pytest.mark.parametrize("name", ALL_NAMES)
 def test_every_layer_works_inside_the_generator(name):
-    from gan.config import GeneratorConfig
-    from gan.models.generator import build_generator
-
-    G = build_generator(GeneratorConfig(conv_dim=8, repeat_num=1, norm=name), 3)
+    norm_layer = functools.partial(make_norm, name, **_fitting(name, 8))  # widths 8, 16, 32
+    G = Generator(3, conv_dim=8, repeat_num=1, norm_layer=norm_layer)
     out = G(torch.rand(2, 3, 16, 16) * 2 - 1, torch.eye(3)[:2])
     assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
 
@@ -253,25 +268,36 @@ def test_group_with_one_group_is_layer_norm_over_chw():
     torch.testing.assert_close(gn(x), expected, atol=1e-10, rtol=0)
 
 
-@pytest.mark.parametrize("options", [{"num_groups": 3}, {}])  # the default 32 falls back to min(32, C) = C groups
-def test_group_with_one_group_per_channel_is_instance_norm_with_affine(options):
+def test_group_with_one_group_per_channel_is_instance_norm_with_affine():
     x = _x(15)
-    gn = _built("group", **options)
+    gn = _built("group", num_groups=3)
     assert gn.num_groups == 3
     inorm = nn.InstanceNorm2d(3, affine=True).double()
     inorm.load_state_dict(gn.state_dict())
     torch.testing.assert_close(gn(x), inorm(x), atol=1e-10, rtol=0)
 
 
-def test_group_uses_min_of_num_groups_and_channels_and_says_when_it_does_not_divide():
+def test_group_uses_num_groups_and_says_when_it_does_not_divide():
     assert make_norm("group", 64).num_groups == 32
     assert make_norm("group", 8, num_groups=4).num_groups == 4
-    with pytest.raises(ValueError, match="num_groups=3 uses 3 groups for 64 channels, which does not divide"):
+    with pytest.raises(ValueError, match="num_groups 3 does not divide the 64 channels"):
         make_norm("group", 64, num_groups=3)
     with pytest.raises(ValueError, match="'num_groups' must be >= 1"):
         make_norm("group", 64, num_groups=0)
     with pytest.raises(TypeError, match="'num_groups' must be an integer"):
         make_norm("group", 64, num_groups=2.5)
+
+
+@pytest.mark.parametrize(
+    "channels, options",
+    [(3, {}), (16, {}), (4, {"num_groups": 8}), (3, {"num_groups": 6}), (64, {"num_groups": 128})],
+    ids=["default-32-on-3", "default-32-on-16", "8-on-4", "6-on-3", "128-on-64"],
+)
+def test_group_refuses_more_groups_than_channels_instead_of_falling_back(channels, options):
+    # It used to build min(num_groups, C) groups, i.e. instance norm, while the config said group norm.
+    groups = options.get("num_groups", 32)
+    with pytest.raises(ValueError, match=f"num_groups {groups} does not divide the {channels} channels"):
+        make_norm("group", channels, **options)
 
 
 # ================================================================================================= Batch Renorm
@@ -499,7 +525,7 @@ def test_state_dict_round_trip_gives_identical_outputs(name):
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
-    b = make_norm(name, 3).double()
+    b = _make(name, 3).double()
     b.load_state_dict(torch.load(buffer, weights_only=True))
     for mode in (False, True):
         a.train(mode)
@@ -511,7 +537,7 @@ def test_state_dict_round_trip_gives_identical_outputs(name):
 
 # ============================================================================== sync flag without a process group
 def test_set_sync_batch_stats_switches_exactly_the_batch_statistics_layers():
-    model = nn.Sequential(*(make_norm(name, 3) for name in ALL_NAMES))
+    model = nn.Sequential(*(_make(name, 3) for name in ALL_NAMES))
     assert set_sync_batch_stats(model, True) == len(BATCH_STAT_NAMES)
     flags = {name: getattr(layer, "sync_stats", None) for name, layer in zip(ALL_NAMES, model)}
     assert flags == {name: (True if name in BATCH_STAT_NAMES else None) for name in ALL_NAMES}
@@ -549,6 +575,7 @@ def test_default_options_pass_the_config_check(name):
     [
         ("group", {"num_groups": 3}, None),  # fits a model of width 48; a 4-channel probe would have refused it
         ("group", {"num_groups": 0}, "'num_groups' must be >= 1"),
+        ("group", {"num_groups": 64}, None),  # the probe has 64 channels; the model build checks the real widths
         ("batch", {"eps": "1e-3", "momentum": None}, None),  # PyYAML reads 1e-3 as text
         ("batch", {"eps": -1.0}, "'eps' must be >= 0.0"),
         ("batch", {"eps": "small"}, "'eps' must be a number"),
@@ -571,10 +598,32 @@ def test_check_norm_options_for_every_factory(name, options, message):
         assert problem is not None and message in problem, problem
 
 
-def test_norm_options_from_a_config_reach_the_layers():
-    from gan.config import load_config
-    from gan.errors import ConfigError
+EPS_NAMES = ["batch", "layer", "instance", "group", "batch_renorm", "switchable", "batch_instance"]
 
+
+def test_eps_names_are_every_layer_with_an_eps():
+    assert EPS_NAMES == [name for name in ALL_NAMES if "eps" in inspect.signature(NORMS.get(name)).parameters]
+
+
+@pytest.mark.parametrize("eps", [0, 0.0, "0.0", -0.0], ids=["int", "float", "yaml-text", "minus-zero"])
+@pytest.mark.parametrize("name", EPS_NAMES)
+def test_eps_zero_is_refused_for_every_layer_with_an_eps(name, eps):
+    # eps = 0 divides a constant channel (variance 0) by zero: it used to pass the check and fail in training.
+    problem = check_norm_options(name, {"eps": eps})
+    assert problem is not None and f"'eps' must be > 0, got {eps!r}" in problem, problem
+    with pytest.raises(ValueError, match="'eps' must be > 0"):
+        _make(name, 4, eps=eps)
+    assert check_norm_options(name, {"eps": 1e-300}) is None  # tiny but positive is allowed
+
+
+def test_eps_zero_in_a_config_names_the_key_and_the_option():
+    with pytest.raises(
+        ConfigError, match=r"model\.discriminator\.norm_options: norm 'batch': option 'eps' must be > 0"
+    ):
+        load_config(overrides=["model.discriminator.norm=batch", "model.discriminator.norm_options={eps: 0}"])
+
+
+def test_norm_options_from_a_config_reach_the_layers():
     cfg = load_config(overrides=["model.generator.norm=batch_renorm", "model.generator.norm_options={eps: 1e-3}"])
     assert make_norm(cfg.model.generator.norm, 8, **cfg.model.generator.norm_options).eps == 1e-3
     with pytest.raises(ConfigError, match="'rmax' must be >= 1.0"):

@@ -71,23 +71,37 @@ def _check_statistics(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigm
 
 
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """``tr sqrt(S1 S2) = Σ sqrt(λ_i(S1 S2))``: S1 S2 is similar to the PSD ``S1^½ S2 S1^½``, so its eigenvalues are
-    real and >= 0 in exact arithmetic, and no matrix square root is needed.
+    """``tr sqrt(S1 S2) = Σ sqrt(λ_i(S1^½ S2 S1^½))``: S1 S2 is similar to that symmetric PSD matrix, so the symmetric
+    eigensolver gives its eigenvalues as real numbers, and no square root of the non-symmetric S1 S2 is needed.
 
-    Round-off leaves the (near-)zero eigenvalues slightly negative or as conjugate pairs with tiny imaginary parts
-    (rank-deficient covariances, N <= d, have d - N + 1 of them). The principal complex square root maps a negative
-    real eigenvalue to ``i·sqrt(|λ|)``, whose real part is 0: taking the real part clips them to zero, which is also
-    what torch-fidelity does (``np.sqrt(eigvals.astype(complex128)).real``), so the two agree on such inputs. The
-    tiny positive ones still add ``sqrt(round-off)`` each: a bias of ~2e-8..4e-8 relative in ``tr sqrt(S1 S2)`` on
-    rank-deficient inputs, which ``sqrtm`` shares (measured against 40-digit mpmath).
+    Rank-deficient covariances (N <= d features: d - N + 1 zero eigenvalues) are why eigenvalues below round-off are
+    set to 0 (see :func:`_drop_round_off`): a zero eigenvalue comes out as ±(round-off), and each positive one adds
+    ``sqrt(round-off)`` to the trace. Kept, they made the eigenvalues of ``S1 S2`` (torch-fidelity's route, ours
+    before) and scipy's ``sqrtm`` (pytorch-fid) 3e-8..2e-7 relative too low in FID at N=2..100, d=128..2048, against
+    a 50-digit mpmath value; dropped, the error is <= 7e-16 (tests/test_fid.py; the numbers are in its comments).
 
-    ``torch.linalg.eigvals`` (MKL) rather than ``np.linalg.eigvals`` (OpenBLAS): faster at d=2048 on the 2-core CPU
-    machine (float64, 2 threads, 3 calls x 2 processes each; N features per set): N=10000 3.4-3.6 s vs 5.5-5.9 s,
-    N=3000 4.7-5.3 s vs 4.8-5.2 s, N=1000 4.0-4.2 s vs 5.0-5.1 s; scipy 1.17 ``sqrtm`` 14 s. Other load on those two
-    cores slows either library's threaded LAPACK many-fold, so time on a quiet machine.
+    ``torch.linalg`` (MKL) rather than numpy (OpenBLAS): faster at d=2048 on the 2-core CPU machine. There the two
+    symmetric eigensolves take about as long as the one general ``eigvals(S1 S2)`` did (one thread, a loaded
+    machine: 3.4 s vs 3.1 s at N=1000, 6.5 s vs 5.9 s at N=10000), against 14 s for scipy 1.17's ``sqrtm``.
     """
-    eigenvalues = torch.linalg.eigvals(torch.from_numpy(sigma1 @ sigma2))  # complex128 for float64 input
-    return float(torch.sqrt(eigenvalues).real.sum())
+    # A covariance is symmetric; averaging with the transpose makes sure the solvers, which read one triangle,
+    # see all of it. For an exactly symmetric matrix (ours, np.cov) it changes no bit.
+    s1, s2 = (torch.from_numpy((s + s.T) / 2) for s in (sigma1, sigma2))
+    eigenvalues, vectors = torch.linalg.eigh(s1)
+    root1 = (vectors * _drop_round_off(eigenvalues).sqrt()) @ vectors.T  # S1^½, with S1's round-off zeros at 0
+    product = root1 @ s2 @ root1  # symmetric up to round-off; eigvalsh reads its lower triangle
+    return float(_drop_round_off(torch.linalg.eigvalsh(product)).sqrt().sum())
+
+
+def _drop_round_off(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of a symmetric PSD matrix with those below ``d·eps·λ_max`` (and negative ones) set to 0.
+
+    A backward-stable symmetric eigensolver returns each eigenvalue to within about ``d·eps·|λ|_max``, so one below
+    that cannot be told from zero; dropping a genuine one that small changes the trace by less than the round-off
+    of the eigensolver already does.
+    """
+    tol = eigenvalues.shape[0] * torch.finfo(eigenvalues.dtype).eps * eigenvalues.abs().max()
+    return torch.where(eigenvalues > tol, eigenvalues, 0.0)
 
 
 def frechet_distance(
@@ -98,8 +112,11 @@ def frechet_distance(
 ) -> float:
     """Fréchet distance ``|mu1 - mu2|² + tr(S1) + tr(S2) - 2 tr sqrt(S1 S2)`` between two Gaussians, in float64.
 
-    Agrees with the ``scipy.linalg.sqrtm`` formula (pytorch-fid) to <= 1e-14 relative on full-rank covariances and
-    <= 7e-9 on rank-deficient ones (tests/test_fid.py). float32 is not enough: ~1 % error on rank-deficient inputs.
+    Against the exact value (50-digit mpmath, from the features): <= 1e-14 relative on full-rank covariances and
+    <= 7e-16 on rank-deficient ones (N <= d). scipy's ``sqrtm`` formula (pytorch-fid) agrees with it to <= 1e-14 on
+    full-rank covariances, but on rank-deficient ones is itself 3e-8..2e-7 low (N=2..100, d=128..2048), so ours is
+    that much above pytorch-fid's there (tests/test_fid.py). float32 is not enough: ~1 % error on rank-deficient
+    inputs.
     """
     m1, s1, m2, s2 = (_float64(v, n) for v, n in ((mu1, "mu1"), (sigma1, "sigma1"), (mu2, "mu2"), (sigma2, "sigma2")))
     _check_statistics(m1, s1, m2, s2)
@@ -113,10 +130,9 @@ def frechet_distance_from_features(f1: np.ndarray | torch.Tensor, f2: np.ndarray
     """Fréchet distance between the Gaussians fitted to two ``(N, d)`` feature sets.
 
     No separate path for N < d, on purpose. The nuclear norm of ``X1 X2ᵀ / sqrt((N1-1)(N2-1))`` (centred features)
-    equals ``tr sqrt(S1 S2)`` and is the most accurate (<= 2e-16 relative to 40-digit mpmath, d=128 N=60/80 and
-    d=256 N=100, where sqrtm and eigvals are 2e-8..4e-8 high), but it therefore differs from sqrtm (pytorch-fid) by
-    1.9e-8 and 3.7e-8, more than the eigenvalue route does (3.6e-9, 3.6e-10): one path keeps the numbers that
-    pytorch-fid and torch-fidelity give.
+    equals ``tr sqrt(S1 S2)`` and is as accurate (<= 3e-16 relative to 50-digit mpmath at d=128..2048, N=2..100),
+    but the statistics route is within 7e-16 there too, and one path gives features and saved statistics the same
+    number.
     """
     return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
 
