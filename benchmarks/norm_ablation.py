@@ -21,10 +21,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gan.config import load_config  # noqa: E402
-from gan.data import build_data  # noqa: E402
-from gan.hooks import paired_l1  # noqa: E402
-from gan.trainer import Trainer  # noqa: E402
+from gan.build import build_data, build_trainer, load_run_config  # noqa: E402
+from gan.metrics.evaluation import paired_scores  # noqa: E402
 
 ABLATIONS = REPO / "configs" / "ablations" / "generator_norm"
 ORDER = ["instance", "batch_instance", "batch", "layer", "group", "batch_renorm", "switchable", "none"]
@@ -33,16 +31,16 @@ ORDER = ["instance", "batch_instance", "batch", "layer", "group", "batch_renorm"
 def run_one(name: str, seed: int, steps: int, base: Path) -> tuple[float, float]:
     """Train one layer for ``steps`` steps; returns (paired L1 at the end, seconds per 100 steps)."""
     overrides = [f"train.steps={steps}", f"train.lr_decay_steps={steps // 2}", f"train.seed={seed}"]
-    cfg = load_config([base, ABLATIONS / f"{name}.yaml"], overrides)
+    cfg = load_run_config([base, ABLATIONS / f"{name}.yaml"], overrides)
     data = build_data(cfg.data)
-    trainer = Trainer(cfg, data, torch.device("cpu"))
+    trainer = build_trainer(cfg, data, torch.device("cpu"))
     trainer.G.train()
     trainer.D.train()
     start = time.perf_counter()
     for batch in trainer.make_loader():
         trainer.train_step(batch)
     seconds = time.perf_counter() - start
-    value = float(paired_l1(trainer.sample_generator(), trainer, len(data.paired.labels)))
+    value, _ = paired_scores(trainer.sample_generator(), data.paired, trainer.device, len(data.paired.labels))
     return value, 100 * seconds / steps
 
 

@@ -9,12 +9,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gan.build import load_run_config
-from gan.checkpoint import load_checkpoint
-from gan.config import DEFAULT_CONFIG, Config
 from gan.errors import UserError, one_line
 from gan.evaluate import evaluate_command
-from gan.run import find_resume, train
+from gan.run import find_resume, resolve_config, train
 from gan.trainer import NonFiniteLossError
 
 
@@ -57,14 +54,6 @@ def train_parser() -> argparse.ArgumentParser:
         "--run-dir: the only run under runs/)",
     )
     return p
-
-
-def resolve_config(files: list[str], overrides: list[str], resume: Path | None) -> Config:
-    """The checkpoint's own config when resuming without --config; else the files (or the embedded default)."""
-    if resume is not None and not files:
-        state = load_checkpoint(resume)
-        return load_run_config(overrides=overrides, base=state["config"], base_name=str(resume))
-    return load_run_config(files or [DEFAULT_CONFIG], overrides)
 
 
 def _main_train(argv: list[str]) -> int:

@@ -3,19 +3,19 @@ certified upper bound and empirical lower bounds."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan.models.modes import evaluating
 from gan.norms import BatchInstanceNorm2d, BatchRenorm2d
-from gan.spectral import effective_weight, has_spectral_norm, reshape_dim, sn_estimate
+from gan.spectral import autocast_off, effective_weight, has_spectral_norm, reshape_dim, sn_estimate, work_dtype
 
 __all__ = [
     "LipschitzMonitor",
@@ -63,21 +63,6 @@ def adversarial_path(D: nn.Module) -> list[tuple[str, nn.Module]]:
     return [*D.main.named_children(), ("src", D.src)]
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the duration, then every submodule's own mode back (a mixed-mode model stays mixed).
-
-    Eval keeps SN's u, v and the norm layers' running statistics fixed and makes samples independent.
-    """
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 def _first_parameter(model: nn.Module) -> Tensor:
     return next(model.parameters())
 
@@ -93,7 +78,7 @@ def layer_input_shapes(D: nn.Module, image_size: int) -> dict[str, tuple[int, ..
     param = _first_parameter(D)
     h = torch.zeros(1, channels, image_size, image_size, device=param.device, dtype=param.dtype)
     shapes: dict[str, tuple[int, ...]] = {}
-    with _eval_mode(D), torch.no_grad():
+    with evaluating(D):
         for name, layer in path:
             shapes[name] = tuple(h.shape[1:])
             h = layer(h)
@@ -101,18 +86,6 @@ def layer_input_shapes(D: nn.Module, image_size: int) -> dict[str, tuple[int, ..
 
 
 # ------------------------------------------------------------------------------- exact operator norms
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
-    """At least float32; float64 stays float64."""
-    return torch.promote_types(dtype, torch.float32)
-
-
-def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[object]:
-    # CUDA autocast would run the convs of the power iteration in fp16.
-    if torch.amp.is_autocast_available(device_type):
-        return torch.autocast(device_type=device_type, enabled=False)
-    return contextlib.nullcontext()
-
-
 @dataclass
 class OperatorNormState:
     """Warm-start state of :func:`operator_norm`, kept between calls so that periodic monitoring stays cheap."""
@@ -141,7 +114,7 @@ def _linear_map(layer: nn.Module) -> Callable[[Tensor], Tensor]:
     if not isinstance(layer, _LINEAR_LAYERS):
         raise ValueError(f"operator norms support Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
     weight = eval_weight(layer)
-    weight = weight.to(_work_dtype(weight.dtype))
+    weight = weight.to(work_dtype(weight.dtype))
     if isinstance(layer, nn.Linear):
         return lambda x: F.linear(x, weight)
     transpose_fn = _CONV_TRANSPOSE_FN.get(type(layer))
@@ -164,7 +137,7 @@ def _adjoint_product(apply: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tens
 
 def _initial_vector(weight: Tensor, shape: tuple[int, ...], state: OperatorNormState | None) -> Tensor:
     """The warm-start vector from ``state`` when its shape fits, else a fixed-seed Gaussian (global RNG untouched)."""
-    dtype = _work_dtype(weight.dtype)
+    dtype = work_dtype(weight.dtype)
     if state is not None and state.x is not None and tuple(state.x.shape) == shape:
         return state.x.to(device=weight.device, dtype=dtype)
     gen = torch.Generator(device=weight.device).manual_seed(0)
@@ -220,7 +193,7 @@ def operator_norm(
     apply = _linear_map(layer)
     weight = eval_weight(layer)
     x = _initial_vector(weight, (1, *input_shape), state)
-    with torch.no_grad(), _autocast_off(weight.device.type):
+    with torch.no_grad(), autocast_off(weight.device.type):
         x, sigma, done = _power_iterate(apply, x, n_iterations, tol)
     if state is not None:
         state.x, state.sigma, state.iterations = x.detach(), float(sigma), state.iterations + done
@@ -249,7 +222,7 @@ def circular_conv_operator_norm(weight: Tensor, input_hw: tuple[int, int], group
     height, width = input_hw
     if height < weight.shape[2] or width < weight.shape[3]:
         raise ValueError(f"input {input_hw} is smaller than the kernel {tuple(weight.shape[2:])}")
-    weight = weight.detach().to(_work_dtype(weight.dtype))
+    weight = weight.detach().to(work_dtype(weight.dtype))
     transfer = torch.fft.rfft2(weight, s=(height, width)).permute(2, 3, 0, 1)  # (H, W // 2 + 1, out, in), complex
     gram = transfer @ transfer.mH if transfer.shape[-2] <= transfer.shape[-1] else transfer.mH @ transfer
     return torch.linalg.eigvalsh(gram)[..., -1].max().clamp(min=0).sqrt()
@@ -268,8 +241,8 @@ def dense_operator_matrix(layer: nn.Module, input_shape: tuple[int, ...]) -> Ten
         )
     apply = _linear_map(layer)
     weight = eval_weight(layer)
-    basis = torch.eye(columns, device=weight.device, dtype=_work_dtype(weight.dtype)).reshape(columns, *input_shape)
-    with torch.no_grad(), _autocast_off(weight.device.type):
+    basis = torch.eye(columns, device=weight.device, dtype=work_dtype(weight.dtype)).reshape(columns, *input_shape)
+    with torch.no_grad(), autocast_off(weight.device.type):
         return apply(basis).reshape(columns, -1).T
 
 
@@ -283,7 +256,7 @@ def reshaped_sigma(layer: nn.Module) -> Tensor:
     if not isinstance(layer, _LINEAR_LAYERS):
         raise ValueError(f"reshaped_sigma supports Linear, Conv*d and ConvTranspose*d, not {type(layer).__name__}")
     weight = eval_weight(layer)
-    weight = weight.to(_work_dtype(weight.dtype)).movedim(reshape_dim(layer), 0)
+    weight = weight.to(work_dtype(weight.dtype)).movedim(reshape_dim(layer), 0)
     return torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), 2)
 
 
@@ -515,7 +488,7 @@ def _interpolate(real: Tensor, fake: Tensor, generator: torch.Generator) -> Tens
 
 def input_gradient_norms(D: nn.Module, x: Tensor) -> Tensor:
     """Per-sample ||d sum(D_src(x_i)) / d x_i||_2, shape (B,), with D in eval mode (samples independent)."""
-    with _eval_mode(D), torch.enable_grad():
+    with evaluating(D, grad=True):
         x = x.detach().requires_grad_(True)
         (grad,) = torch.autograd.grad(_src(D, x).sum(), x)
     return grad.flatten(1).norm(dim=1)
@@ -557,7 +530,7 @@ def jacobian_spectral_norm(
     """
     if n_iterations < 1:
         raise ValueError(f"n_iterations must be >= 1, got {n_iterations!r}")
-    with _eval_mode(D), torch.enable_grad():
+    with evaluating(D, grad=True):
         x = x.detach()
         out, vjp_fn = torch.func.vjp(lambda inp: _src(D, inp), x)
         (v,) = vjp_fn(torch.ones_like(out))

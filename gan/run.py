@@ -41,7 +41,7 @@ from gan.build import (
     with_metric_options,
 )
 from gan.checkpoint import LAST, latest, load_checkpoint
-from gan.config import Config, config_to_dict, dump_config
+from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config
 from gan.data import IMAGE_SUFFIXES, DataBundle, TensorImageDataset, image_transform, list_images, load_rgb
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, reason
 from gan.interrupt import clear_stop, request_stop, stop_requested
@@ -51,6 +51,7 @@ from gan.metrics.evaluation import TranslationScores, check_classifier, evaluate
 from gan.metrics.features import folder_features
 from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, save_stats
 from gan.metrics.kid import kernel_inception_distance
+from gan.models.modes import evaluating
 from gan.trainer import Trainer, lr_factor
 from gan.writers import RunWriter
 
@@ -123,6 +124,15 @@ def find_resume(spec: str | Path | None, run_dir: Path | None, runs_root: Path =
             "name the one to continue with --run-dir"
         )
     return candidates[0] if candidates else None
+
+
+def resolve_config(files: list[str], overrides: list[str], resume: Path | None) -> Config:
+    """The config of a training command: the checkpoint's own when resuming without config files, else the files
+    (or the embedded default, configs/default.yaml), with the ``--set`` overrides on top."""
+    if resume is not None and not files:
+        state = load_checkpoint(resume)
+        return load_run_config(overrides=overrides, base=state["config"], base_name=str(resume))
+    return load_run_config(files or [DEFAULT_CONFIG], overrides)
 
 
 def check_resume_compatible(cfg: Config, state: dict[str, Any], path: Path) -> None:
@@ -529,8 +539,8 @@ def translate_files(
         x = transform(load_rgb(path)).unsqueeze(0).to(device)
         source = given
         if space.multi_label and source is None:
-            with torch.no_grad():
-                source = (classifier(x) > 0).float()[0].cpu()
+            with evaluating(classifier):
+                source = (classifier(x) > 0).float()[0].cpu()  # the attributes it sees in the input
         for i, spec in enumerate(targets):
             label = space.parse(spec, source) if space.multi_label else parsed[i]
             with torch.no_grad():
@@ -541,10 +551,11 @@ def translate_files(
 
 
 def _classifier_data(cfg: Config, state: dict[str, Any]) -> DataBundle:
-    """What check_classifier compares a classifier with, without reading the dataset: domains, size, label kind."""
-    empty = torch.zeros(0, 3, cfg.data.image_size, cfg.data.image_size, dtype=torch.uint8)
-    labels = torch.zeros(0, len(state["domains"])) if state.get("multi_label") else torch.zeros(0, dtype=torch.int64)
-    dataset = TensorImageDataset(empty, labels)
+    """What check_classifier compares a classifier with, without reading the dataset: domains, image size and label
+    kind (one blank image of the run's size stands for the data)."""
+    blank = torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size, dtype=torch.uint8)
+    labels = torch.zeros(1, len(state["domains"])) if state.get("multi_label") else torch.zeros(1, dtype=torch.int64)
+    dataset = TensorImageDataset(blank, labels)
     return DataBundle(dataset, dataset, list(state["domains"]), bool(state.get("multi_label")), None)
 
 

@@ -41,12 +41,12 @@ _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_TRANSPOSE)
 
 
-def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype of the iteration and of sigma: at least float32, float64 stays float64."""
     return torch.promote_types(dtype, torch.float32)
 
 
-def _autocast_off(device_type: str) -> contextlib.AbstractContextManager[object]:
+def autocast_off(device_type: str) -> contextlib.AbstractContextManager[object]:
     # CUDA autocast would run torch.mv in fp16; sigma and u, v must keep full precision.
     if torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type=device_type, enabled=False)
@@ -66,8 +66,8 @@ def _power_iteration(weight_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
     This is the only place that advances the estimate, so a later policy (e.g. one iteration per optimizer step)
     only has to decide when to call it.
     """
-    dtype = _work_dtype(weight_mat.dtype)
-    with torch.no_grad(), _autocast_off(weight_mat.device.type):
+    dtype = work_dtype(weight_mat.dtype)
+    with torch.no_grad(), autocast_off(weight_mat.device.type):
         w = weight_mat.to(dtype)
         u_new = u.to(dtype)
         for _ in range(n_iterations):
@@ -81,8 +81,8 @@ def _power_iteration(weight_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
 
 def _sigma(weight_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """sigma = u^T W_mat v in the work dtype; differentiable w.r.t. ``weight_mat`` only when u, v are constants."""
-    dtype = _work_dtype(weight_mat.dtype)
-    with _autocast_off(weight_mat.device.type):
+    dtype = work_dtype(weight_mat.dtype)
+    with autocast_off(weight_mat.device.type):
         return torch.dot(u.to(dtype), torch.mv(weight_mat.to(dtype), v.to(dtype)))
 
 
@@ -113,7 +113,7 @@ class _SpectralNormHook:
         # Clone: the next training forward rewrites the buffers in place, and this forward's graph must keep the
         # values it used (D(real) - D(fake), then one backward). Cloned in eval mode too, so an eval graph also
         # survives a later training forward.
-        dtype = _work_dtype(weight.dtype)
+        dtype = work_dtype(weight.dtype)
         sigma = _sigma(weight_mat, u.to(dtype=dtype, copy=True), v.to(dtype=dtype, copy=True))
         return weight / sigma
 
@@ -249,7 +249,7 @@ def spectral_norm(module: M, n_power_iterations: int = 1, eps: float = 1e-12, di
     weight: nn.Parameter = getattr(module, _NAME)
     with torch.no_grad():
         weight_mat = _weight_matrix(weight, dim)
-        dtype = _work_dtype(weight.dtype)
+        dtype = work_dtype(weight.dtype)
         u = F.normalize(torch.randn(weight_mat.shape[0], device=weight.device, dtype=dtype), dim=0, eps=eps)
         v = torch.zeros(weight_mat.shape[1], device=weight.device, dtype=dtype)  # overwritten by the first half-step
         _power_iteration(weight_mat, u, v, _WARMUP_ITERATIONS, eps)

@@ -18,7 +18,19 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     (root / "tiny.yaml").write_text(TINY)
     assert (
-        train_main(["--config", str(root / "tiny.yaml"), "--run-dir", str(root / "run"), "--set", "train.steps=2"]) == 0
+        train_main(
+            [
+                "--config",
+                str(root / "tiny.yaml"),
+                "--run-dir",
+                str(root / "run"),
+                "--set",
+                "train.steps=2",
+                "--set",
+                "train.lr_decay_steps=1",
+            ]
+        )
+        == 0  # fmt: skip
     )
     return root / "run" / "checkpoints" / "last.pt"
 
@@ -177,3 +189,58 @@ def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main([command, "--help"])
     assert exit_info.value.code == 0 and "--checkpoint" in capsys.readouterr().out
+
+
+def test_multi_label_translate_keeps_the_inputs_attributes(tmp_path, capsys):
+    """CelebA-style model: --to sets the attribute (its exclusive group cleared) on top of the input's own attributes,
+    given by --labels or predicted by the run's classifier; without either, a one-line error says what to do."""
+    import torch
+
+    from gan.run import load_generator
+    from tests.test_data import write_celeba
+
+    data = write_celeba(tmp_path, n=16)
+    config = tmp_path / "celeba.yaml"
+    config.write_text(
+        "data:\n  source: celeba\n  image_size: 8\n  celeba:\n"
+        f"    image_dir: {data.celeba.image_dir}\n    attr_file: {data.celeba.attr_file}\n"
+        "    attributes: [Black_Hair, Blond_Hair, Male]\n    test_count: 4\n"
+        "model:\n  generator: {conv_dim: 4, repeat_num: 1}\n  discriminator: {conv_dim: 4, repeat_num: 2}\n"
+        "train: {steps: 2, batch_size: 4, n_critic: 1, lr_decay_steps: 1, progress: false}\n"
+        "hooks: {fid: {every: 0}, lipschitz: {every: 0}, images: {every: 0}}\n"
+        "metrics: {classifier: {steps: 5, batch_size: 4}}\n"
+    )
+    run = tmp_path / "run"
+    assert train_main(["--config", str(config), "--run-dir", str(run)]) == 0
+    ckpt = run / "checkpoints" / "last.pt"
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((12, 10, 3), 90, dtype=np.uint8)).save(photo)
+    base = ["translate", "--checkpoint", str(ckpt), "--input", str(photo), "--to", "Blond_Hair"]
+    capsys.readouterr()
+    assert evaluate_main([*base, "--out", str(tmp_path / "a.png")]) == 2
+    assert "give them with --labels" in capsys.readouterr().err
+    assert evaluate_main([*base, "--labels", "Black_Hair,Male", "--out", str(tmp_path / "a.png")]) == 0
+    # The file holds G(x, [Black 0, Blond 1, Male 1]): blond, still male, no longer black-haired.
+    G, space = load_generator(ckpt)
+    assert space.groups == ((0, 1),)
+    from gan.data import image_transform, load_rgb
+
+    x = image_transform(8)(load_rgb(photo)).unsqueeze(0)
+    with torch.no_grad():
+        expected = G(x, torch.tensor([[0.0, 1.0, 1.0]]))
+    saved = image_transform(8)(load_rgb(tmp_path / "a.png"))
+    assert torch.allclose(saved, ((expected[0] + 1) / 2 * 255).round() / 127.5 - 1, atol=1 / 127.5 + 1e-6)
+    assert evaluate_main(["train-classifier", "--checkpoint", str(ckpt), "--steps", "3"]) == 0
+    assert evaluate_main([*base, "--out", str(tmp_path / "b.png")]) == 0  # attributes predicted by the classifier
+    assert (tmp_path / "b.png").is_file()
+
+
+def test_translate_refuses_16_bit_images_like_training_does(checkpoint, tmp_path, capsys):
+    """translate reads images with gan.data.load_rgb, like datasets and FID folders: a 16-bit PNG (which a plain RGB
+    conversion would clip to white) is refused with its name, not translated."""
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
+    code = evaluate_main(["translate", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "deep.png"),
+                          "--to", "outline", "--out", str(tmp_path / "out.png")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "deep.png" in err and "16-bit" in err and not (tmp_path / "out.png").exists()

@@ -28,10 +28,7 @@ def test_wheel_installed_outside_the_repo_runs_the_default_config(tmp_path):
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
-    code = (
-        "import sys, gan; print(gan.__file__); from gan.cli import train_main; "
-        "sys.exit(train_main(sys.argv[1:]))"
-    )
+    code = "import sys, gan; print(gan.__file__); from gan.cli import train_main; sys.exit(train_main(sys.argv[1:]))"
     args = ["--run-dir", "run", "--set", "train.steps=2", "--set", "train.lr_decay_steps=1"]
     args += [f"--set=hooks.{h}.every=0" for h in ("fid", "paired_l1", "lipschitz", "images")]
     done = subprocess.run(

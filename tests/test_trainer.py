@@ -250,3 +250,17 @@ def test_lipschitz_layout_pairs_each_layer():
     ]  # fmt: skip
     assert set(layout["Per-layer sigma of D"]) == {"conv1", "conv2", "src", "cls"}
     assert "lipschitz/D/upper_bound" in layout["Lipschitz bounds of D"]["upper bound vs measured lower bounds"][1]
+
+
+def test_batch_instance_gates_in_d_are_clamped_and_have_their_own_group(tiny):
+    """Batch-Instance Norm in D: gates clamped to [0, 1] after every D step, own Adam group (lr x multiplier, no
+    weight decay), as in G (the huge learning rate would push them far outside [0, 1] without the clamp)."""
+    t = _trainer(tiny, "model.discriminator.norm=batch_instance", "train.n_critic=1", "train.d_lr=1000.0",
+                 "train.gate_lr_multiplier=7.0", "loss.lambda_gp=0")  # fmt: skip
+    base, gates_group = t.opt_D.param_groups
+    assert gates_group["lr"] == pytest.approx(7000.0) and gates_group["weight_decay"] == 0.0
+    assert base["lr"] == pytest.approx(1000.0)
+    t.train_step(next(iter(t.make_loader())))
+    gates = [m.rho for m in t.D.modules() if hasattr(m, "rho")]
+    assert gates and all(((g >= 0) & (g <= 1)).all() for g in gates)
+    assert any(((g == 0) | (g == 1)).any() for g in gates)  # the clamp was needed: some gate hit a bound

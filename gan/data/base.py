@@ -126,7 +126,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     them), or with ``recursive`` in every non-hidden sub-folder too (as torchvision's ImageFolder). An empty or
     missing folder is a DataError naming it."""
     if not folder.is_dir():
-        raise DataError(f"{folder}: folder not found")
+        raise DataError(f"{folder}: no such folder")
     if recursive:
         paths = []
         for parent, dirs, files in os.walk(folder, followlinks=True):
