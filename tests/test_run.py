@@ -58,3 +58,32 @@ def test_training_refuses_a_decay_longer_than_the_run(tiny_config):
         load_run_config([tiny_config], ["train.steps=4", "train.lr_decay_steps=10"])
     cfg = load_run_config([tiny_config], ["train.steps=4", "train.lr_decay_steps=10"], training=False)
     assert cfg.train.lr_decay_steps == 10  # an old checkpoint's config still loads for evaluation
+
+
+OLD = REPO / "tests" / "data" / "checkpoint_debcbdd.pt"
+# Written by commit debcbdd (before gan.build/gan.run existed): `python train.py --config <tests/conftest.py TINY>
+# --set train.steps=4 --set train.lr_decay_steps=2 --set hooks.checkpoint.every=100 --set hooks.fid.every=1000`.
+
+
+@pytest.mark.slow
+def test_checkpoints_of_the_previous_version_load_resume_and_evaluate(tmp_path, capsys):
+    import shutil
+
+    from gan.checkpoint import load_checkpoint
+    from gan.cli import evaluate_main, train_main
+    from gan.run import load_generator
+
+    G, space = load_generator(OLD)
+    assert space.domains == ("palette", "outline", "texture") and not space.multi_label
+    x = torch.zeros(1, 3, 16, 16)
+    with torch.no_grad():
+        assert G(x, space.vectors(torch.tensor([1]))).shape == x.shape
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(OLD, run / "checkpoints" / "last.pt")
+    assert train_main(["--resume", str(run), "--set", "train.steps=6", "--set", "train.lr_decay_steps=2"]) == 0
+    assert "from step 4" in capsys.readouterr().err
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and state["config"]["data"]["celeba"]["exclusive_groups"]  # the new key, defaulted
+    assert evaluate_main(["paired-l1", "--checkpoint", str(OLD), "--num-images", "4", "--json"]) == 0
+    assert '"step": 4' in capsys.readouterr().out
