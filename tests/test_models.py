@@ -7,6 +7,7 @@ from torch import nn
 from gan.build import build_discriminator, build_generator
 from gan.config import DiscriminatorConfig, GeneratorConfig, SpectralNormConfig
 from gan.models import Discriminator, Generator
+from gan.models.modes import evaluating
 from gan.norms import BatchInstanceNorm2d
 from gan.spectral import has_spectral_norm, spectral_norm_modules
 
@@ -72,3 +73,21 @@ def test_spectral_norm_on_every_conv_when_enabled():
 def test_discriminator_rejects_indivisible_size():
     with pytest.raises(ValueError, match="divisible"):
         Discriminator(36, 3, 8, 3)
+
+
+def test_evaluating_restores_every_submodules_own_mode():
+    """gan.models.modes.evaluating: eval + no_grad inside; afterwards each submodule's own mode, also after an
+    exception (the old version restored only the top module's mode, flattening a mixed-mode model)."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), nn.Dropout())
+    model.train()
+    model[1].eval()  # e.g. a frozen norm layer inside a training network
+    before = [m.training for m in model.modules()]
+    with evaluating(model):
+        assert not any(m.training for m in model.modules())
+        assert not torch.is_grad_enabled()
+    assert [m.training for m in model.modules()] == before
+    with pytest.raises(RuntimeError), evaluating(model, None):
+        raise RuntimeError("boom")
+    assert [m.training for m in model.modules()] == before
+    with evaluating(model, grad=True):
+        assert torch.is_grad_enabled() and not model.training
