@@ -34,6 +34,7 @@ from gan.hooks import (
     ScalarsHook,
     SigmaHook,
 )
+from gan.labels import LabelSpace
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier, train_classifier
 from gan.metrics.evaluation import RealFeatures, check_classifier
 from gan.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
@@ -127,20 +128,26 @@ def build_data(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
                 cfg.crop_size,
                 cfg.skip_bad_images,
                 train_flip,
+                c.exclusive_groups,
             ),
             c.image_dir,
             cfg.source,
         )
-        bundle.exclusive_groups = tuple(tuple(group) for group in c.exclusive_groups)
     else:
         raise ConfigError(f"data.source: unknown source {cfg.source!r}; choose one of: synthetic, folder, celeba")
     return bundle
+
+
+def build_label_space(cfg: Config, domains: list[str], multi_label: bool) -> LabelSpace:
+    """The label convention of a run's data (gan.labels): exclusive groups are CelebA's, for multi-label data."""
+    return LabelSpace.create(domains, multi_label, cfg.data.celeba.exclusive_groups if multi_label else ())
 
 
 def dataset_id(data_cfg: DataConfig) -> str:
     """A name for the real images a config selects: the source plus a hash of every data setting that changes
     which pixels the models see (so a cached statistic is never reused for other images)."""
     settings = {k: v for k, v in dataclasses.asdict(data_cfg).items() if k not in ("num_workers", "skip_bad_images")}
+    settings["celeba"].pop("exclusive_groups")  # labels only: the same pixels, the same cached statistics
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return f"{data_cfg.source}-{digest}"
 
@@ -317,9 +324,12 @@ def eval_setup(cfg: Config, run_dir: Path) -> Callable[[Trainer], EvalParts]:
     """What the fid hook builds at its first evaluation: classifier, extractor and real features."""
 
     def setup(trainer: Trainer) -> EvalParts:
+        kind = cfg.hooks.fid.extractor
+        # A missing Inception file is found before minutes go into training the classifier.
+        inception = inception_extractor(cfg, trainer.device) if kind == "inception" else None
         classifier = obtain_classifier(run_dir, trainer.data, cfg, trainer.device, cfg.train.progress)
         source = str(classifier_path(run_dir))
-        extractor = build_extractor(cfg.hooks.fid.extractor, cfg, trainer.device, classifier, source)
+        extractor = inception or build_extractor(kind, cfg, trainer.device, classifier, source)
         cache = stats_cache_for(cfg, extractor)
         return classifier, extractor, real_features(cfg, trainer.data, extractor, cfg.hooks.fid.num_images, cache)
 

@@ -25,14 +25,25 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int
         return 2
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that always writes to the current ``sys.stderr`` (which tests and notebooks replace)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def _console_logging() -> None:
     """Warnings of the library on stderr (the run's train.log gets everything from INFO up)."""
     logger = logging.getLogger("gan")
-    if not any(getattr(h, "_gan_console", False) for h in logger.handlers):
-        console = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        console = _Stderr()
         console.setLevel(logging.WARNING)
         console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        console._gan_console = True  # type: ignore[attr-defined]
         logger.addHandler(console)
     logger.setLevel(logging.INFO)
 

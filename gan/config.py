@@ -508,8 +508,3 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 def dump_config(cfg: Config) -> str:
     """The resolved config as YAML text that ``load_config`` reads back to the same Config."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
-
-
-def config_from_dict(data: Mapping[str, Any], where: str = "checkpoint", checks: tuple[Check, ...] = ()) -> Config:
-    """Rebuild a Config from ``config_to_dict`` output (e.g. the copy inside a checkpoint)."""
-    return load_config(base=data, base_name=where, checks=checks)

@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gan.build import with_metric_options
 from gan.errors import UserError
 from gan.metrics.evaluation import TranslationScores
 from gan.run import (
@@ -198,7 +197,7 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     options = _metric_options(args)
     scores, step = evaluate_checkpoint(
         args.checkpoint,
-        lambda cfg: with_metric_options(cfg, **options),
+        options,
         metric=metric,
         num_images=args.num_images,
         ema=not args.no_ema,

@@ -43,6 +43,9 @@ class Hook:
     def on_fit_end(self, trainer: Trainer) -> None:
         """Called once when training ends, is interrupted, or fails."""
 
+    def after_fit_end(self, trainer: Trainer) -> None:
+        """Called after every hook's on_fit_end, for hooks with ``saves_run`` (checkpoints) only."""
+
     def state_dict(self) -> dict[str, Any]:
         """State to keep in checkpoints."""
         return {}
@@ -233,9 +236,10 @@ class EvalHook(Hook):
             self.after_step(trainer)
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        # The final value when the run length is not a multiple of ``every``; not after a stop request or an error
-        # (it would delay the checkpoint that Ctrl-C/SIGTERM promise, or score a diverged G).
-        if self.every and trainer.completed and (not self.history or self.history[-1][0] != trainer.step):
+        # The final value when the run length is not a multiple of ``every``; not after a stop request, an error or
+        # a non-finite loss (it would delay the checkpoint that Ctrl-C/SIGTERM promise, or score a diverged G).
+        fresh = not self.history or self.history[-1][0] != trainer.step
+        if self.every and trainer.completed and not bool(trainer.nonfinite) and fresh:
             self.after_step(trainer)
 
 
@@ -358,12 +362,17 @@ def check_finite(trainer: Trainer) -> None:
 class CheckpointHook(Hook):
     """Atomic checkpoints every ``every`` steps and at the end; keeps the newest ``keep`` plus ``last.pt``.
 
-    A state with a non-finite loss is never written, so the last good checkpoint stays intact.
+    A state with a non-finite loss is never written, so the last good checkpoint stays intact. At the end it saves
+    before any final evaluation runs (``saves_run``: the trainer calls it first), and again afterwards only if the
+    hooks' state changed meanwhile (a final evaluation joined their history).
     """
+
+    saves_run = True
 
     def __init__(self, directory: Path, every: int, keep: int) -> None:
         self.directory, self.every, self.keep = Path(directory), every, keep
         self.saved_step: int | None = None
+        self._saved_hooks: Any = None
 
     def after_step(self, trainer: Trainer) -> None:
         self.save(trainer)
@@ -374,19 +383,28 @@ class CheckpointHook(Hook):
             # a resume apply part of the step twice. The newest checkpoint on disk stays the last good one.
             log.warning("not saving a checkpoint: step %d was interrupted half-way", trainer.step + 1)
             return
-        if bool(trainer.nonfinite):
-            log.warning("not saving a checkpoint: a loss was non-finite")
+        if bool(trainer.nonfinite) and not trainer.completed:
+            log.warning("not saving a checkpoint: a loss was non-finite")  # the NaN guard has stopped the run
             return
+        # With the NaN guard off a diverged run gets this far: save() raises NonFiniteLossError (exit code 3).
         self.save(trainer)
 
-    def save(self, trainer: Trainer) -> None:
-        if self.saved_step == trainer.step or trainer.step == 0:
+    def after_fit_end(self, trainer: Trainer) -> None:
+        if self.saved_step == trainer.step and _hook_states(trainer) != self._saved_hooks:
+            self.save(trainer, again=True)
+
+    def save(self, trainer: Trainer, again: bool = False) -> None:
+        if (self.saved_step == trainer.step and not again) or trainer.step == 0:
             return
         check_finite(trainer)
         state = {"format": FORMAT, **trainer.state_dict()}
         path = save_checkpoint(state, self.directory, trainer.step, self.keep)
-        self.saved_step = trainer.step
+        self.saved_step, self._saved_hooks = trainer.step, state["hooks"]
         log.info("saved checkpoint %s", path)
+
+
+def _hook_states(trainer: Trainer) -> dict[str, Any]:
+    return {type(h).__name__: h.state_dict() for h in trainer.hooks}
 
 
 # ------------------------------------------------------------------------------------------------------ progress

@@ -31,17 +31,19 @@ from gan.build import (
     build_data,
     build_extractor,
     build_hooks,
+    build_label_space,
     build_trainer,
     fit_classifier,
     generator_from_state,
     inception_extractor,
     load_run_config,
+    models_problem,
     real_features,
     stats_cache_for,
     with_metric_options,
 )
 from gan.checkpoint import LAST, latest, load_checkpoint
-from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config
+from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
 from gan.data import IMAGE_SUFFIXES, DataBundle, TensorImageDataset, image_transform, list_images, load_rgb
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, reason
 from gan.interrupt import clear_stop, request_stop, stop_requested
@@ -116,11 +118,12 @@ def find_resume(spec: str | Path | None, run_dir: Path | None, runs_root: Path =
         return path
     if run_dir is not None:
         return latest(Path(run_dir) / "checkpoints")
-    candidates = sorted(c for d in runs_root.glob("*") if (c := latest(d / "checkpoints")) is not None)
+    found = (c for d in runs_root.glob("*") if (c := latest(d / "checkpoints")) is not None)
+    candidates = sorted(found, key=lambda c: c.stat().st_mtime)
     if len(candidates) > 1:
-        names = ", ".join(str(run_dir_of(c)) for c in candidates[-3:])
+        names = ", ".join(str(run_dir_of(c)) for c in reversed(candidates[-3:]))
         raise UserError(
-            f"--resume auto: {runs_root} holds {len(candidates)} runs with checkpoints (newest: {names}); "
+            f"--resume auto: {runs_root} holds {len(candidates)} runs with checkpoints (most recent: {names}); "
             "name the one to continue with --run-dir"
         )
     return candidates[0] if candidates else None
@@ -133,6 +136,53 @@ def resolve_config(files: list[str], overrides: list[str], resume: Path | None) 
         state = load_checkpoint(resume)
         return load_run_config(overrides=overrides, base=state["config"], base_name=str(resume))
     return load_run_config(files or [DEFAULT_CONFIG], overrides)
+
+
+def _run_dir_for(checkpoint: Path) -> Path:
+    """The run folder of a checkpoint given without --run-dir: only a run's own ``checkpoints/`` folder counts, so
+    that resuming a checkpoint copied elsewhere (``~/Downloads/last.pt``) never turns that folder into a run."""
+    if checkpoint.parent.name == "checkpoints":
+        return checkpoint.parent.parent
+    raise UserError(
+        f"{checkpoint}: not inside a run's checkpoints/ folder; name the run folder to continue in with --run-dir"
+    )
+
+
+def _check_run_dir(run_dir: Path, checkpoint: Path | None) -> None:
+    """A folder that holds another run's checkpoints is never written into: a new run there would mix two runs,
+    and resuming a third run's checkpoint there would purge this run's logs and rotate away its checkpoints."""
+    existing = latest(run_dir / "checkpoints")
+    if existing is None:
+        return
+    if checkpoint is None:
+        raise UserError(
+            f"{run_dir}: this run folder already holds checkpoints; continue it with --resume auto or choose "
+            "another --run-dir"
+        )
+    if checkpoint.resolve().parent != (run_dir / "checkpoints").resolve():
+        raise UserError(
+            f"{run_dir}: holds checkpoints of its own run; continue {checkpoint} in another --run-dir (or in the "
+            "run folder it comes from)"
+        )
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what creating it would add), or None."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def check_trainable(cfg: Config) -> None:
+    """The checks that load_run_config makes for training (models buildable, lr decay within the run), for a
+    Config from anywhere; a problem is a ConfigError naming its key."""
+    for check in (models_problem, lr_schedule_problem):
+        problem = check(cfg)
+        if problem is not None:
+            raise ConfigError(f"config: {problem[0]}: {problem[1]}")
 
 
 def check_resume_compatible(cfg: Config, state: dict[str, Any], path: Path) -> None:
@@ -161,6 +211,15 @@ def _dict_diff(a: dict[str, Any], b: dict[str, Any], prefix: str) -> list[str]:
 
 def restore(trainer: Trainer, state: dict[str, Any], path: Path | None) -> None:
     """Load a checkpoint into a freshly built trainer; a mismatch is a CheckpointError naming the file."""
+    recorded = state.get("num_train")
+    if recorded is not None and int(recorded) != len(trainer.data.train):
+        log.warning(
+            "%s: the run trained on %d images, the data now has %d: the batches after the resume differ from the "
+            "interrupted run's",
+            path,
+            int(recorded),
+            len(trainer.data.train),
+        )
     if list(state.get("domains", [])) != list(trainer.data.domains):
         raise CheckpointError(
             f"{path}: the checkpoint was trained on domains {state.get('domains')}, the data now has "
@@ -195,8 +254,11 @@ def _stop_on_signals(enabled: bool) -> Iterator[None]:
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    main_process = os.getpid()
 
     def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main_process:
+            return  # a DataLoader worker (forked with this handler): the main process handles the stop
         if stop_requested() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         request_stop()
@@ -235,6 +297,10 @@ def _write_config(cfg: Config, run_dir: Path, step: int | None) -> None:
         if old == text:
             return
         keep = run_dir / f"config.before-step{step}.yaml"
+        for n in range(2, 10_000):
+            if not keep.exists():
+                break
+            keep = run_dir / f"config.before-step{step}-{n}.yaml"  # a second resume at the same step keeps both
         keep.write_text(old, encoding="utf-8")
         log.warning("the resumed run's config differs from %s; the previous one is kept as %s", path, keep.name)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -261,6 +327,7 @@ def train(
     """
     say = announce or log.info
     clear_stop()
+    check_trainable(cfg)  # also for a Config not made by load_run_config (a sweep runner's dataclasses.replace)
     run_dir = Path(run_dir) if run_dir is not None else None
     path = find_resume(resume, run_dir)
     if resume == "auto" and path is None:
@@ -268,12 +335,8 @@ def train(
     state = load_checkpoint(path) if path is not None else None
     if state is not None:
         check_resume_compatible(cfg, state, path)
-    run_dir = run_dir or (run_dir_of(path) if path else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    if state is None and latest(run_dir / "checkpoints") is not None:
-        raise UserError(
-            f"{run_dir}: this run folder already holds checkpoints; continue it with --resume auto or choose "
-            "another --run-dir"
-        )
+    run_dir = run_dir or (_run_dir_for(path) if path else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    _check_run_dir(run_dir, path)
     device = pick_device(cfg.train.device)
     if cfg.train.deterministic:
         use_deterministic_kernels()
@@ -285,14 +348,17 @@ def train(
         change = _schedule_change(state["config"].get("train", {}), cfg, trainer.step)
         if change:
             log.warning(change)
-    created = not run_dir.exists()
+    new_folder = _first_missing(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    started: list[bool] = []  # set once fit() begins: from then on the folder holds the run's results
     try:
-        return _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals)
+        return _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals, started)
     except BaseException:
-        if created and trainer.step == 0 and run_dir.is_dir():
-            shutil.rmtree(run_dir, ignore_errors=True)  # a failed start leaves nothing behind
+        if new_folder is not None and not started:
+            shutil.rmtree(new_folder, ignore_errors=True)  # a failed start leaves nothing behind
         raise
+    finally:
+        clear_stop()  # a stop request ends this run only, not later work in the same process
 
 
 def _train_in(
@@ -304,6 +370,7 @@ def _train_in(
     data: DataBundle,
     say: Announce,
     handle_signals: bool,
+    started: list[bool],
 ) -> RunResult:
     start = trainer.step if state is not None else None
     _write_config(cfg, run_dir, start)
@@ -312,14 +379,17 @@ def _train_in(
             log.warning("skipped %d unreadable images (data.skip_bad_images)", data.skipped)
         if state is not None:
             log.info("resumed at step %d from %s", trainer.step, path)
-        # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail.
-        writer = RunWriter(run_dir, purge_step=trainer.step + 1 if state is not None else None)
+        # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail. A new
+        # run in a folder that an earlier attempt logged into (without checkpoints) starts both logs afresh.
+        earlier = (run_dir / "scalars.jsonl").exists() or (run_dir / "tb").exists()
+        writer = RunWriter(run_dir, purge_step=trainer.step + 1 if state is not None else (0 if earlier else None))
         try:
             trainer.hooks = build_hooks(cfg, writer, run_dir, has_paired=data.paired is not None)
             if state is not None:
                 trainer.load_hook_states(state.get("hooks", {}))
             say(f"run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})")
             with _stop_on_signals(handle_signals):
+                started.append(True)
                 trainer.fit()
         finally:
             writer.close()
@@ -349,8 +419,8 @@ def load_generator_state(
 
 
 def label_space(cfg: Config, state: dict[str, Any]) -> LabelSpace:
-    groups = cfg.data.celeba.exclusive_groups if state.get("multi_label") else ()
-    return LabelSpace.create(list(state["domains"]), bool(state.get("multi_label")), groups)
+    """The label convention a checkpoint was trained with (its domains, label kind and exclusive groups)."""
+    return build_label_space(cfg, list(state["domains"]), bool(state.get("multi_label")))
 
 
 def checkpoint_data(cfg: Config, state: dict[str, Any], checkpoint: Path) -> DataBundle:
@@ -378,7 +448,7 @@ def run_classifier(
 
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    cfg_changes: Callable[[Config], Config] | None = None,
+    metrics: dict[str, Any] | None = None,
     *,
     metric: str = "fid",
     num_images: int | None = None,
@@ -392,14 +462,13 @@ def evaluate_checkpoint(
     """FID/KID/accuracy of a checkpoint's translations per target domain (the fid hook's protocol) and its step.
 
     ``metric="accuracy"`` measures only the domain accuracy (it needs the classifier); ``extractor`` is
-    ``inception``, ``classifier`` or ``auto`` as ``hooks.fid.extractor``. ``cfg_changes`` edits the stored config
-    (metric options) before use.
-    """
+    ``inception``, ``classifier`` or ``auto`` as ``hooks.fid.extractor``. ``metrics`` replaces ``metrics.*`` values of
+    the stored config (e.g. ``{"protocol": "tf1"}``; None values keep the stored ones)."""
     checkpoint = Path(checkpoint)
     dev = pick_device(device) if isinstance(device, str) else device
     G, cfg, state = load_generator_state(checkpoint, dev, ema)
-    if cfg_changes is not None:
-        cfg = cfg_changes(cfg)
+    if metrics:
+        cfg = with_metric_options(cfg, **metrics)
     data = checkpoint_data(cfg, state, checkpoint)
     n = cfg.hooks.fid.num_images if num_images is None else num_images
     if n < 2:
@@ -437,6 +506,13 @@ def _need_two(path: Path, count: int) -> None:
         raise DataError(f"{path}: {count} image; FID and KID need at least 2")
 
 
+def _check_folders(*paths: Path) -> None:
+    """Missing folders and folders of fewer than 2 images are refused before the Inception network is loaded."""
+    for path in paths:
+        if path.suffix.lower() != ".npz":
+            _need_two(path, len(list_images(path)))
+
+
 def path_statistics(path: Path, extractor: Any, batch_size: int) -> tuple[Any, Any, int | None]:
     """(mu, sigma, number of images) of a folder, or of a pytorch-fid .npz file (its image count is unknown)."""
     if path.suffix.lower() == ".npz":
@@ -455,6 +531,7 @@ def path_statistics(path: Path, extractor: Any, batch_size: int) -> tuple[Any, A
 
 def folder_fid(paths: list[Path], cfg: Config, device: torch.device) -> dict[str, Any]:
     """FID between two folders (or pytorch-fid ``.npz`` statistics), with the extractor's description."""
+    _check_folders(*paths)
     extractor = inception_extractor(cfg, device)
     stats = [path_statistics(path, extractor, cfg.metrics.batch_size) for path in paths]
     value = frechet_distance(*stats[0][:2], *stats[1][:2])
@@ -467,6 +544,7 @@ def save_folder_stats(folder: Path, out: Path, cfg: Config, device: torch.device
         raise UserError(f"{out}: --save-stats writes a .npz file; give FOLDER OUT.npz")
     if out.exists() and not force:
         raise UserError(f"{out}: exists; pass --force to replace it")
+    _check_folders(folder)
     extractor = inception_extractor(cfg, device)
     features = folder_features(extractor, folder, cfg.metrics.batch_size, progress=True)
     _need_two(folder, len(features))
@@ -480,6 +558,7 @@ def folder_kid(paths: list[Path], cfg: Config, device: torch.device) -> dict[str
     if any(p.suffix.lower() == ".npz" for p in paths):
         raise UserError("kid: needs the images (features), not .npz statistics")
     m = cfg.metrics
+    _check_folders(*paths)
     extractor = inception_extractor(cfg, device)
     f1, f2 = (folder_features(extractor, p, m.batch_size, progress=True) for p in paths)
     for path, features in zip(paths, (f1, f2)):
@@ -515,6 +594,8 @@ def translate_files(
     without it, the run's domain classifier predicts them."""
     G, cfg, state = load_generator_state(checkpoint, device, ema)
     space = label_space(cfg, state)
+    if labels is not None and not space.multi_label:
+        raise UserError(f"--labels: {checkpoint} is a single-label model (its domains are exclusive); leave it out")
     if space.multi_label:
         for spec in targets:  # refuse unknown names before reading any image
             space.parse(spec, torch.zeros(space.num_domains))

@@ -279,7 +279,7 @@ class Trainer:
         """
         self.G.train()
         self.D.train()
-        completed, in_step = False, False
+        completed, in_step, failing = False, False, False
         try:
             for hook in self.hooks:
                 hook.on_fit_start(self)
@@ -298,24 +298,33 @@ class Trainer:
         except StopRequested:
             log.info("stop requested at step %d (during a hook)", self.step)
         except BaseException:
-            self.torn = in_step
+            self.torn, failing = in_step, True
             raise
         finally:
             # Hooks may skip slow end-of-run work (final evaluations) when the run was stopped or failed, so that
             # the checkpoint hook saves promptly.
             self.completed = completed
-            self._end_hooks()
+            self._end_hooks(failing)
 
-    def _end_hooks(self) -> None:
-        """Every hook's on_fit_end, in order; the first failure is raised after all of them ran."""
+    def _end_hooks(self, failing: bool) -> None:
+        """Every hook's on_fit_end. Hooks that keep the run (``saves_run``: checkpoints) go first, so that a final
+        evaluation can never delay or prevent the last checkpoint, and once more after the others
+        (``after_fit_end``: the evaluations' results join the saved hook state). The first failure is raised after
+        all of them ran, unless the run is already failing: then the original error is the one the caller sees."""
+        savers = [h for h in self.hooks if getattr(h, "saves_run", False)]
+        ordered = savers + [h for h in self.hooks if h not in savers]
+        calls = [(h, h.on_fit_end) for h in ordered] + [(h, h.after_fit_end) for h in savers]
         failure: BaseException | None = None
-        for hook in self.hooks:
+        for hook, call in calls:
             try:
-                hook.on_fit_end(self)
+                call(self)
             except StopRequested:
-                log.info("stop requested during %s.on_fit_end", type(hook).__name__)
+                log.info("stop requested during %s's end-of-run work", type(hook).__name__)
             except Exception as exc:
-                log.exception("%s.on_fit_end failed", type(hook).__name__)
+                if failing:
+                    log.exception("%s's end-of-run work failed too", type(hook).__name__)
+                    continue
+                log.exception("%s's end-of-run work failed", type(hook).__name__)
                 failure = failure or exc
         if failure is not None:
             raise failure
@@ -331,6 +340,7 @@ class Trainer:
             "step": self.step,
             "domains": list(self.data.domains),
             "multi_label": self.data.multi_label,
+            "num_train": len(self.data.train),  # a resume that finds another training set size warns
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict() if self.G_ema is not None else None,
@@ -349,10 +359,8 @@ class Trainer:
         self.D.load_state_dict(state["D"])
         if self.G_ema is not None:
             self.G_ema.load_state_dict(state["G_ema"] if state.get("G_ema") is not None else state["G"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.sched_G.load_state_dict(state["sched_G"])
-        self.sched_D.load_state_dict(state["sched_D"])
+        for name, opt, sched, net in (("G", self.opt_G, self.sched_G, self.G), ("D", self.opt_D, self.sched_D, self.D)):
+            _load_optimizer(opt, sched, net, state[f"opt_{name}"], state[f"sched_{name}"], name)
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])
         version, internal, gauss = state["rng"]["python"]
@@ -364,6 +372,40 @@ class Trainer:
     def load_hook_states(self, states: dict[str, Any]) -> None:
         for hook in self.hooks:
             hook.load_state_dict(states.get(type(hook).__name__, {}))
+
+
+def _load_optimizer(
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LambdaLR,
+    model: nn.Module,
+    opt_state: dict[str, Any],
+    sched_state: dict[str, Any],
+    name: str,
+) -> None:
+    """Load an optimizer and its schedule. A checkpoint of an older version whose optimizer had one parameter group
+    where this one has several (Batch-Instance gates in D got their own group) is mapped parameter by parameter:
+    Adam's moments carry over, the groups take this run's learning rates at the saved step."""
+    groups = opt_state.get("param_groups", [])
+    if len(groups) == len(opt.param_groups) or len(groups) != 1:
+        opt.load_state_dict(opt_state)
+        sched.load_state_dict(sched_state)
+        return
+    position = {id(p): i for i, p in enumerate(model.parameters())}  # the old single group's order
+    flat = [p for group in opt.param_groups for p in group["params"]]
+    new_index = {position[id(p)]: i for i, p in enumerate(flat)}
+    fresh = opt.state_dict()
+    fresh["state"] = {new_index[int(i)]: value for i, value in opt_state["state"].items()}
+    opt.load_state_dict(fresh)
+    sched.last_epoch = int(sched_state["last_epoch"])
+    for group, base, fn in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * fn(sched.last_epoch)
+    sched._last_lr = [group["lr"] for group in opt.param_groups]
+    log.warning(
+        "opt_%s of the checkpoint has one parameter group, this run has %d (Batch-Instance gates get their own); "
+        "Adam's state was mapped per parameter",
+        name,
+        len(opt.param_groups),
+    )
 
 
 def lr_factor(step: int, total: int, decay: int) -> float:

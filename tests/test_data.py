@@ -428,3 +428,13 @@ def test_folder_flips_only_the_training_set(tmp_path: Path) -> None:
     assert {float(bundle.test[0][0][0, 0, 0]) for _ in range(30)} == {1.0}
     no_flip = build_data(folder_config(tmp_path, split="folders"), train_flip=False)
     assert {float(no_flip.train[0][0][0, 0, 0]) for _ in range(30)} == {1.0}
+
+
+def test_celeba_exclusive_groups_reach_the_labels_and_typos_are_reported(tmp_path: Path, caplog) -> None:
+    config = write_celeba(tmp_path)
+    celeba = dataclasses.replace(config.celeba, exclusive_groups=[["Blond_Hair", "Black_Hair", "Blond_hair"]])
+    with caplog.at_level("WARNING", logger="gan"):
+        bundle = build_data(dataclasses.replace(config, celeba=celeba))
+    assert "'Blond_hair'" in caplog.text and "typo" in caplog.text
+    assert bundle.exclusive_groups == (("Blond_Hair", "Black_Hair", "Blond_hair"),)
+    assert bundle.space.groups == ()  # of the selected attributes (Blond_Hair, Male) only one is in the group

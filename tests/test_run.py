@@ -8,7 +8,7 @@ import torch
 
 from gan.build import load_run_config
 from gan.errors import UserError
-from gan.run import _schedule_change, find_resume
+from gan.run import _schedule_change, find_resume, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,3 +87,162 @@ def test_checkpoints_of_the_previous_version_load_resume_and_evaluate(tmp_path, 
     assert state["step"] == 6 and state["config"]["data"]["celeba"]["exclusive_groups"]  # the new key, defaulted
     assert evaluate_main(["paired-l1", "--checkpoint", str(OLD), "--num-images", "4", "--json"]) == 0
     assert '"step": 4' in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------- lifecycle edges
+def _tiny(tiny_config, *overrides):
+    return load_run_config([tiny_config], ["hooks.fid.every=0", "hooks.lipschitz.every=0", *overrides])
+
+
+def _rows(run: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "scalars.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_resuming_another_runs_checkpoint_into_a_run_folder_is_refused(tiny_config, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(_tiny(tiny_config), a, handle_signals=False)
+    train(_tiny(tiny_config), b, handle_signals=False)
+    before = sorted(p.name for p in (b / "checkpoints").iterdir()), (b / "scalars.jsonl").read_text()
+    with pytest.raises(UserError, match="holds checkpoints of its own run"):
+        train(_tiny(tiny_config), b, resume=a / "checkpoints" / "step_00000003.pt", handle_signals=False)
+    assert (sorted(p.name for p in (b / "checkpoints").iterdir()), (b / "scalars.jsonl").read_text()) == before
+    branch = train(_tiny(tiny_config), tmp_path / "c", resume=a / "checkpoints" / "step_00000003.pt",
+                   handle_signals=False)  # fmt: skip
+    assert branch.step == 6 and branch.resumed_from == a / "checkpoints" / "step_00000003.pt"
+    stray = tmp_path / "downloads" / "last.pt"
+    stray.parent.mkdir()
+    stray.write_bytes((a / "checkpoints" / "last.pt").read_bytes())
+    with pytest.raises(UserError, match="not inside a run's checkpoints/ folder; .* --run-dir"):
+        train(_tiny(tiny_config), None, resume=stray, handle_signals=False)
+    assert sorted(p.name for p in stray.parent.iterdir()) == ["last.pt"]
+
+
+@pytest.mark.slow
+def test_a_new_run_in_a_folder_with_an_earlier_attempts_logs_starts_them_afresh(tiny_config, tmp_path, monkeypatch):
+    from gan.trainer import Trainer
+
+    run = tmp_path / "run"
+    original, calls = Trainer.d_step, []
+
+    def crash_on_second(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, *args)
+
+    monkeypatch.setattr(Trainer, "d_step", crash_on_second)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(_tiny(tiny_config, "hooks.checkpoint.every=100", "hooks.scalars.every=1"), run, handle_signals=False)
+    assert (run / "train.log").is_file() and _rows(run)  # training had begun: the folder and its logs stay
+    assert not (run / "checkpoints").exists()
+    monkeypatch.setattr(Trainer, "d_step", original)
+    train(_tiny(tiny_config, "hooks.scalars.every=1"), run, handle_signals=False)
+    steps = [(row["step"], tag) for row in _rows(run) for tag in row if tag not in ("step", "time")]
+    assert len(steps) == len(set(steps))  # one value per (step, tag): the attempt's rows were dropped
+
+
+@pytest.mark.slow
+def test_a_failure_before_training_removes_every_folder_it_made(tiny_config, tmp_path):
+    from gan.errors import DataError
+
+    target = tmp_path / "runs" / "new"
+    cfg = _tiny(tiny_config, "data.source=folder", f"data.folder.root={tmp_path / 'nowhere'}")
+    with pytest.raises(DataError):
+        train(cfg, target, handle_signals=False)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_the_first_error_is_the_one_raised_and_the_stop_flag_ends_with_the_run(tiny_config, tmp_path, monkeypatch):
+    from gan.hooks import ProgressHook
+    from gan.interrupt import request_stop, stop_requested
+    from gan.trainer import Trainer
+
+    def boom(self, *args):
+        raise RuntimeError("the real error")
+
+    def also_failing(self, trainer):
+        raise ValueError("a hook failing at the end")
+
+    monkeypatch.setattr(Trainer, "g_step", boom)
+    monkeypatch.setattr(ProgressHook, "on_fit_end", also_failing)
+    with pytest.raises(RuntimeError, match="the real error"):
+        train(_tiny(tiny_config), tmp_path / "a", handle_signals=False)
+    monkeypatch.undo()
+
+    from gan.hooks import Hook
+
+    class StopAtTwo(Hook):
+        every = 2
+
+        def after_step(self, trainer):
+            request_stop()
+
+    import gan.run as run_module
+
+    real_build_hooks = run_module.build_hooks
+    monkeypatch.setattr(run_module, "build_hooks", lambda *a, **k: [StopAtTwo(), *real_build_hooks(*a, **k)])
+    result = train(_tiny(tiny_config), tmp_path / "b", handle_signals=False)
+    assert result.step == 2 and not result.completed
+    assert not stop_requested()  # a notebook can evaluate or train again right away
+
+
+@pytest.mark.slow
+def test_nan_with_the_guard_off_is_still_an_error_and_never_saved(tiny_config, tmp_path, monkeypatch):
+    from gan.trainer import NonFiniteLossError, Trainer
+
+    original = Trainer._detached
+
+    def poisoned(self, parts, total):
+        return original(self, parts, total * float("nan") if self.step >= 1 else total)
+
+    monkeypatch.setattr(Trainer, "_detached", poisoned)
+    cfg = _tiny(tiny_config, "hooks.nan_guard.every=0", "hooks.checkpoint.every=0")
+    with pytest.raises(NonFiniteLossError):
+        train(cfg, tmp_path / "run", handle_signals=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_the_last_checkpoint_is_written_before_the_final_evaluation(tiny_config, tmp_path, monkeypatch):
+    """A hard interrupt (a second Ctrl-C) during the end-of-run evaluation cannot lose the trained steps."""
+    from gan.checkpoint import load_checkpoint
+    from gan.hooks import PairedL1Hook
+
+    original = PairedL1Hook.after_step
+
+    def interrupted_at_the_end(self, trainer):
+        if trainer.step == 4:
+            raise KeyboardInterrupt
+        original(self, trainer)
+
+    monkeypatch.setattr(PairedL1Hook, "after_step", interrupted_at_the_end)
+    cfg = _tiny(tiny_config, "train.steps=4", "train.lr_decay_steps=2", "hooks.checkpoint.every=100")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", handle_signals=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
+
+
+@pytest.mark.slow
+def test_final_evaluation_joins_the_saved_hook_state(tiny_config, tmp_path):
+    from gan.checkpoint import load_checkpoint
+
+    cfg = _tiny(tiny_config, "train.steps=4", "train.lr_decay_steps=2", "hooks.checkpoint.every=100")
+    train(cfg, tmp_path / "run", handle_signals=False)
+    history = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["hooks"]["PairedL1Hook"]["history"]
+    assert [step for step, _ in history] == [0, 3, 4]
+
+
+def test_train_checks_configs_made_without_load_run_config(tiny_config, tmp_path):
+    import dataclasses
+
+    from gan.errors import ConfigError
+
+    cfg = _tiny(tiny_config)
+    bad = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr_decay_steps=100))
+    with pytest.raises(ConfigError, match="train.lr_decay_steps: 100 exceeds train.steps = 6"):
+        train(bad, tmp_path / "run", handle_signals=False)
+    assert not (tmp_path / "run").exists()

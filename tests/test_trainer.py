@@ -264,3 +264,28 @@ def test_batch_instance_gates_in_d_are_clamped_and_have_their_own_group(tiny):
     gates = [m.rho for m in t.D.modules() if hasattr(m, "rho")]
     assert gates and all(((g >= 0) & (g <= 1)).all() for g in gates)
     assert any(((g == 0) | (g == 1)).any() for g in gates)  # the clamp was needed: some gate hit a bound
+
+
+def test_old_single_group_d_optimizer_state_is_mapped_per_parameter(tiny):
+    """A checkpoint of the previous version with Batch-Instance Norm in D has one opt_D group (no gate group):
+    loading maps Adam's moments to the same parameters in the new groups, and training goes on."""
+    overrides = ("model.discriminator.norm=batch_instance", "train.n_critic=1", "loss.lambda_gp=0")
+    t = _trainer(tiny, *overrides)
+    old_opt = torch.optim.Adam(t.D.parameters(), lr=1e-4, betas=(0.5, 0.999))  # how the old version built it
+    old_sched = torch.optim.lr_scheduler.LambdaLR(old_opt, t._lr_factor)
+    generator = torch.Generator().manual_seed(0)
+    for p in t.D.parameters():
+        p.grad = torch.randn(p.shape, generator=generator)
+    old_opt.step()
+    old_sched.step()
+    state = {**t.state_dict(), "opt_D": old_opt.state_dict(), "sched_D": old_sched.state_dict()}
+    fresh = _trainer(tiny, *overrides)
+    fresh.load_state_dict(state)
+    assert len(fresh.opt_D.param_groups) == 2
+    for p_old, p_new in zip(t.D.parameters(), fresh.D.parameters()):
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(fresh.opt_D.state[p_new][key], old_opt.state[p_old][key], rtol=0, atol=0)
+    base, gates = fresh.opt_D.param_groups
+    assert gates["lr"] == pytest.approx(base["lr"] * 10.0) and fresh.sched_D.last_epoch == 1
+    fresh.train_step(next(iter(fresh.make_loader())))
+    assert not bool(fresh.nonfinite)

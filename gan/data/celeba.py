@@ -23,6 +23,7 @@ class AttrTable:
 
     filenames: list[str]
     labels: torch.Tensor  # (N, D) float32, 1.0 where the file says 1, 0.0 where it says -1
+    names: tuple[str, ...] = ()  # every attribute the file has (its header line)
 
 
 def _attribute_columns(path: Path, names: list[str], wanted: list[str]) -> list[int]:
@@ -64,7 +65,7 @@ def read_attributes(path: Path, wanted: list[str]) -> AttrTable:
     if int(lines[0]) != len(filenames):
         logger.warning("%s: line 1 says %s images but %d are listed", path, lines[0].strip(), len(filenames))
     labels = torch.tensor(rows, dtype=torch.float32).view(len(filenames), len(columns))
-    return AttrTable(filenames, labels)
+    return AttrTable(filenames, labels, tuple(names))
 
 
 def split_indices(n: int, test_count: int, seed: int) -> tuple[list[int], list[int]]:
@@ -97,8 +98,10 @@ def build_celeba(
     crop_size: int = 0,
     skip_bad_images: bool = False,
     train_flip: bool = True,
+    exclusive_groups: list[list[str]] | tuple = (),
 ) -> DataBundle:
-    """Lazily read CelebA datasets; the label is a float (D,) 0/1 vector over ``attributes``."""
+    """Lazily read CelebA datasets; the label is a float (D,) 0/1 vector over ``attributes``. ``exclusive_groups``
+    name attributes of which an image has one at most (gan.labels); names the file lacks are reported."""
     if not attributes:
         raise DataError("data.celeba.attributes is empty: name at least one attribute of the attribute file")
     attr_path, image_path = Path(attr_file), Path(image_dir)
@@ -107,6 +110,13 @@ def build_celeba(
     if not image_dir or not image_path.is_dir():
         raise DataError(f"{image_dir or 'data.celeba.image_dir'}: image folder not found")
     table = read_attributes(attr_path, list(attributes))
+    unknown = [name for group in exclusive_groups for name in group if name not in table.names]
+    if unknown:  # a warning, not an error: the default group names all four hair colours, a custom file may lack some
+        logger.warning(
+            "%s: data.celeba.exclusive_groups names %s, which the attribute file does not have (ignored; a typo?)",
+            attr_path,
+            ", ".join(repr(name) for name in unknown),
+        )
     train_rows, test_rows = split_indices(len(table.filenames), test_count, split_seed)
     if not train_rows:
         raise DataError(f"{attr_path}: lists {len(table.filenames)} images, all taken by test_count={test_count}")
@@ -123,4 +133,5 @@ def build_celeba(
         return ImageFileDataset(paths, labels, transform, flip=flip)
 
     train, test = dataset(train_rows, train_flip), dataset(test_rows, False)
-    return DataBundle(train, test, list(attributes), multi_label=True, paired=None, skipped=skipped)
+    groups = tuple(tuple(group) for group in exclusive_groups)
+    return DataBundle(train, test, list(attributes), True, None, skipped, groups)
