@@ -309,15 +309,29 @@ def obtain_classifier(
     """The run's domain classifier (``<run_dir>/classifier.pt``): loaded if present, else trained on the real
     training images with ``cfg.metrics.classifier`` and saved there. A file for other domains is an error."""
     path = classifier_path(run_dir)
+    provenance = classifier_provenance(cfg)
     if path.is_file():
         model, meta = load_classifier(path, device)
         check_classifier(path, meta, data)
-        return model
+        recorded = meta.get("provenance") or {}
+        # Files of older versions record nothing and are used as they are; one trained on purpose with
+        # `evaluate.py train-classifier` (other steps, say) is kept as long as it is for the same images.
+        explicit = recorded.get("explicit") and recorded.get("dataset") == provenance["dataset"]
+        if not recorded or recorded == provenance or explicit:
+            return model
+        log.warning("%s was trained on other data or settings than this run's; training it again", path)
     c = cfg.metrics.classifier
-    model, report = train_classifier(data, device, c.steps, c.batch_size, c.lr, c.seed, c.width, progress)
-    save_classifier(path, model, report, data.domains)
+    model, report = train_classifier(
+        data, device, c.steps, c.batch_size, c.lr, c.seed, c.width, progress, cfg.data.num_workers
+    )
+    save_classifier(path, model, report, data.domains, provenance)
     log.info("domain classifier saved to %s (held-out accuracy %.3f)", path, report.heldout_accuracy)
     return model
+
+
+def classifier_provenance(cfg: Config) -> dict[str, Any]:
+    """What a run's domain classifier depends on: the selected images and the ``metrics.classifier`` settings."""
+    return {"dataset": dataset_id(cfg.data), "settings": dataclasses.asdict(cfg.metrics.classifier)}
 
 
 def eval_setup(cfg: Config, run_dir: Path) -> Callable[[Trainer], EvalParts]:

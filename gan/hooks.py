@@ -232,7 +232,10 @@ class EvalHook(Hook):
     history: list[tuple[int, Any]]
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        if trainer.step == 0 and self.every:
+        # At step 0, and after a resume whose checkpoint step was due but not evaluated (a stop request during the
+        # evaluation, or a preemption), so that the curve has no gap.
+        due = self.every and trainer.step % self.every == 0
+        if due and (trainer.step == 0 or not self.history or self.history[-1][0] != trainer.step):
             self.after_step(trainer)
 
     def on_fit_end(self, trainer: Trainer) -> None:
@@ -373,24 +376,29 @@ class CheckpointHook(Hook):
         self.directory, self.every, self.keep = Path(directory), every, keep
         self.saved_step: int | None = None
         self._saved_hooks: Any = None
+        self._end_state_saved = False  # on_fit_end found the state worth keeping (not torn, not diverged)
 
     def after_step(self, trainer: Trainer) -> None:
         self.save(trainer)
 
     def on_fit_end(self, trainer: Trainer) -> None:
+        self._end_state_saved = False
         if trainer.torn:
             # An exception inside a step left G, D and their optimizers half-updated: saving that state would make
             # a resume apply part of the step twice. The newest checkpoint on disk stays the last good one.
             log.warning("not saving a checkpoint: step %d was interrupted half-way", trainer.step + 1)
             return
-        if bool(trainer.nonfinite) and not trainer.completed:
+        if bool(trainer.nonfinite) and trainer.failing:
             log.warning("not saving a checkpoint: a loss was non-finite")  # the NaN guard has stopped the run
             return
-        # With the NaN guard off a diverged run gets this far: save() raises NonFiniteLossError (exit code 3).
+        # A diverged run that was not stopped by the NaN guard (guard off or not yet due, finished or stopped by a
+        # signal) gets this far: save() raises NonFiniteLossError, so it ends with exit code 3 and writes nothing.
         self.save(trainer)
+        self._end_state_saved = self.saved_step == trainer.step
 
     def after_fit_end(self, trainer: Trainer) -> None:
-        if self.saved_step == trainer.step and _hook_states(trainer) != self._saved_hooks:
+        # Only a state that on_fit_end itself judged worth keeping is saved again (never a torn or diverged one).
+        if self._end_state_saved and _hook_states(trainer) != self._saved_hooks:
             self.save(trainer, again=True)
 
     def save(self, trainer: Trainer, again: bool = False) -> None:

@@ -89,9 +89,14 @@ class LabelSpace:
 
     def parse(self, spec: str, source: Tensor | None = None) -> Tensor:
         """The target label of ``--to`` text: a domain name, or for multi-label data a comma-separated list of
-        attributes to set, applied with :meth:`toward` to ``source`` (the input's own 0/1 attributes)."""
+        attributes to set, applied with :meth:`toward` to ``source`` (the input's own 0/1 attributes); an attribute
+        written ``no-NAME`` is cleared instead (``--to no-Male``, ``--to Blond_Hair,no-Young``)."""
         names = [name.strip() for name in spec.split(",") if name.strip()]
-        unknown = [name for name in names if name not in self.domains]
+        cleared = [name[3:] for name in names if name.startswith("no-")] if self.multi_label else []
+        names = [name for name in names if not (self.multi_label and name.startswith("no-"))]
+        unknown = [name for name in names + cleared if name not in self.domains]
+        if self.multi_label and not names and cleared and not unknown:
+            return self._cleared(source, cleared)
         if unknown or not names:
             bad = unknown[0] if unknown else spec
             raise UserError(f"--to {spec}: unknown domain {bad!r}; known: {', '.join(self.domains)}")
@@ -104,12 +109,30 @@ class LabelSpace:
             clash = [self.domains[i] for i in indices if i in group]
             if len(clash) > 1:
                 raise UserError(f"--to {spec}: {' and '.join(clash)} are mutually exclusive; name one of them")
-        if source is None:
-            raise ValueError("multi-label targets need the source image's attributes")
-        label = source.float().reshape(1, -1)
+        label = self._cleared(source, cleared).reshape(1, -1)
         for index in indices:
             label = self.toward(label, index)
         return label[0]
+
+    def _cleared(self, source: Tensor | None, cleared: list[str]) -> Tensor:
+        if source is None:
+            raise ValueError("multi-label targets need the source image's attributes")
+        label = source.float().clone().reshape(-1)
+        for name in cleared:
+            label[self.domains.index(name)] = 0.0
+        return label
+
+    def one_per_group(self, scores: Tensor) -> Tensor:
+        """0/1 attributes from per-attribute scores (logits): positive ones present, but within an exclusive group
+        only the highest-scoring one (a classifier may find two hair colours likely; an image has one)."""
+        present = (scores > 0).float()
+        for group in self.groups:
+            members = list(group)
+            best = members[int(scores[..., members].argmax())]
+            keep = present[..., best].clone()
+            present[..., members] = 0.0
+            present[..., best] = keep
+        return present
 
     def parse_attributes(self, spec: str) -> Tensor:
         """A 0/1 attribute vector from a comma-separated list of the attributes an image has ('' or 'none': none)."""
@@ -117,6 +140,10 @@ class LabelSpace:
         unknown = [name for name in names if name not in self.domains]
         if unknown:
             raise UserError(f"--labels {spec}: unknown attribute {unknown[0]!r}; known: {', '.join(self.domains)}")
+        for group in self.groups:
+            clash = [n for n in names if self.domains.index(n) in group]
+            if len(clash) > 1:
+                raise UserError(f"--labels {spec}: {' and '.join(clash)} are mutually exclusive; name one of them")
         vec = torch.zeros(self.num_domains)
         for name in names:
             vec[self.domains.index(name)] = 1.0

@@ -33,6 +33,7 @@ from gan.build import (
     build_hooks,
     build_label_space,
     build_trainer,
+    classifier_provenance,
     fit_classifier,
     generator_from_state,
     inception_extractor,
@@ -42,7 +43,7 @@ from gan.build import (
     stats_cache_for,
     with_metric_options,
 )
-from gan.checkpoint import LAST, latest, load_checkpoint
+from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
 from gan.data import IMAGE_SUFFIXES, DataBundle, TensorImageDataset, image_transform, list_images, load_rgb
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, reason
@@ -52,6 +53,7 @@ from gan.metrics.classifier import classifier_path, load_classifier, save_classi
 from gan.metrics.evaluation import TranslationScores, check_classifier, evaluate_translations, paired_scores
 from gan.metrics.features import folder_features
 from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, save_stats
+from gan.metrics.inception import find_weights
 from gan.metrics.kid import kernel_inception_distance
 from gan.models.modes import evaluating
 from gan.trainer import Trainer, lr_factor
@@ -148,22 +150,60 @@ def _run_dir_for(checkpoint: Path) -> Path:
     )
 
 
-def _check_run_dir(run_dir: Path, checkpoint: Path | None) -> None:
-    """A folder that holds another run's checkpoints is never written into: a new run there would mix two runs,
-    and resuming a third run's checkpoint there would purge this run's logs and rotate away its checkpoints."""
-    existing = latest(run_dir / "checkpoints")
+def _new_run_dir(root: Path) -> Path:
+    """``root/<date>-<time>``, made exclusively: two runs started in the same second get different folders."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        candidate = root / (stamp if n == 1 else f"{stamp}-{n}")
+        if not candidate.exists():
+            return candidate
+    raise UserError(f"{root}: cannot find a free run folder name for {stamp}")
+
+
+def _check_run_dir(run_dir: Path, checkpoint: Path | None, state: dict[str, Any] | None) -> None:
+    """A folder that holds checkpoints is only written into to continue its run from its newest checkpoint: a new
+    run there would mix two runs; resuming another run's checkpoint, or an older one of its own, would purge its
+    logs and overwrite or rotate away later checkpoints (branch into a new --run-dir instead)."""
+    folder = run_dir / "checkpoints"
+    existing = latest(folder)
     if existing is None:
         return
-    if checkpoint is None:
+    if checkpoint is None or state is None:
         raise UserError(
             f"{run_dir}: this run folder already holds checkpoints; continue it with --resume auto or choose "
             "another --run-dir"
         )
-    if checkpoint.resolve().parent != (run_dir / "checkpoints").resolve():
+    if checkpoint.resolve().parent != folder.resolve():
         raise UserError(
             f"{run_dir}: holds checkpoints of its own run; continue {checkpoint} in another --run-dir (or in the "
             "run folder it comes from)"
         )
+    newest = _newest_step(folder)
+    if newest > int(state["step"]):
+        raise UserError(
+            f"{checkpoint}: step {int(state['step'])} is not the newest checkpoint of {run_dir} (step {newest}); "
+            "continuing it there would overwrite the later ones: branch it into a new folder with --run-dir"
+        )
+
+
+def _newest_step(folder: Path) -> int:
+    """The highest step among a run's checkpoints (last.pt is read memory-mapped: only its step is needed)."""
+    steps = [int(p.stem.split("_")[1]) for p in step_checkpoints(folder)]
+    last = folder / LAST
+    if last.is_file():
+        try:
+            steps.append(int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["step"]))
+        except Exception:  # an unreadable last.pt is reported when it is loaded, not here
+            pass
+    return max(steps, default=0)
+
+
+def check_eval_inputs(cfg: Config) -> None:
+    """Files the run's evaluations will need, looked up now: the Inception weights when ``hooks.fid.extractor`` is
+    ``inception``, or ``auto`` with an explicitly configured path (a one-line WeightsError otherwise)."""
+    h, m = cfg.hooks.fid, cfg.metrics
+    if h.every and (h.extractor == "inception" or (h.extractor == "auto" and m.inception_weights)):
+        find_weights(m.inception_weights or None)
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -335,8 +375,9 @@ def train(
     state = load_checkpoint(path) if path is not None else None
     if state is not None:
         check_resume_compatible(cfg, state, path)
-    run_dir = run_dir or (_run_dir_for(path) if path else Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    _check_run_dir(run_dir, path)
+    run_dir = run_dir or (_run_dir_for(path) if path else _new_run_dir(Path("runs")))
+    _check_run_dir(run_dir, path, state)
+    check_eval_inputs(cfg)  # e.g. a missing Inception file: before any folder is made or any minute is spent
     device = pick_device(cfg.train.device)
     if cfg.train.deterministic:
         use_deterministic_kernels()
@@ -393,7 +434,9 @@ def _train_in(
                 trainer.fit()
         finally:
             writer.close()
-    summary = [f"finished at step {trainer.step}; checkpoints in {run_dir / 'checkpoints'}"]
+    saved = latest(run_dir / "checkpoints")
+    where = f"checkpoints in {run_dir / 'checkpoints'}" if saved else "no checkpoint was written (no step completed)"
+    summary = [f"finished at step {trainer.step}; {where}"]
     for hook in trainer.hooks:
         summary += hook.summary()
     return RunResult(run_dir, trainer.step, trainer.completed, path, summary)
@@ -616,17 +659,19 @@ def translate_files(
         out.mkdir(parents=True, exist_ok=True)
     transform = image_transform(cfg.data.image_size, cfg.data.crop_size)
     written = 0
+    stems = [p.stem for p in inputs]
     for path in tqdm(inputs, desc="translate", unit="img", disable=not progress or len(inputs) < 2):
+        name = path.stem if stems.count(path.stem) == 1 else path.name  # a.png and a.jpg: keep both outputs
         x = transform(load_rgb(path)).unsqueeze(0).to(device)
         source = given
         if space.multi_label and source is None:
             with evaluating(classifier):
-                source = (classifier(x) > 0).float()[0].cpu()  # the attributes it sees in the input
+                source = space.one_per_group(classifier(x)[0].cpu())  # the attributes it sees in the input
         for i, spec in enumerate(targets):
             label = space.parse(spec, source) if space.multi_label else parsed[i]
             with torch.no_grad():
                 y = G(x, space.vectors(label.unsqueeze(0)).to(device))
-            save_image((y + 1) / 2, out if single else out / f"{path.stem}_to_{spec.replace(',', '+')}.png")
+            save_image((y + 1) / 2, out if single else out / f"{name}_to_{spec.replace(',', '+')}.png")
             written += 1
     return written
 
@@ -668,5 +713,5 @@ def train_checkpoint_classifier(
     data = build_data(cfg.data, train_flip=True)
     model, report = fit_classifier(cfg, data, device, steps, progress=True)
     path = out or classifier_path(run_dir_of(checkpoint))
-    save_classifier(path, model, report, data.domains)
+    save_classifier(path, model, report, data.domains, {**classifier_provenance(cfg), "explicit": True})
     return path, report

@@ -10,6 +10,7 @@ import copy
 import logging
 import random
 import re
+import signal
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ class Trainer:
         self.stop_requested = False
         self.completed = False  # set when fit() ends: True if it ran to settings.steps without a stop or an error
         self.torn = False  # set when an exception interrupted a step half-way: that state must never be saved
+        self.failing = False  # set while an exception propagates out of fit() (the hooks' end-of-run work sees it)
 
     # ------------------------------------------------------------------------------------------------- set-up
     def _make_ema(self) -> nn.Module | None:
@@ -172,6 +174,7 @@ class Trainer:
             persistent_workers=False,
             # Its own generator: creating the iterator must not draw from the global RNG (exact resume).
             generator=torch.Generator().manual_seed(s.seed + self.step),
+            worker_init_fn=_ignore_stop_signals if s.num_workers else None,
         )
 
     # ------------------------------------------------------------------------------------------------- labels
@@ -298,7 +301,7 @@ class Trainer:
         except StopRequested:
             log.info("stop requested at step %d (during a hook)", self.step)
         except BaseException:
-            self.torn, failing = in_step, True
+            self.torn, self.failing, failing = in_step, True, True
             raise
         finally:
             # Hooks may skip slow end-of-run work (final evaluations) when the run was stopped or failed, so that
@@ -406,6 +409,13 @@ def _load_optimizer(
         name,
         len(opt.param_groups),
     )
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C / SIGTERM to the main process, which stops the run cleanly (whatever the
+    start method: forked workers would inherit the main handler, spawned ones the default)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def lr_factor(step: int, total: int, decay: int) -> float:

@@ -244,3 +244,15 @@ def test_translate_refuses_16_bit_images_like_training_does(checkpoint, tmp_path
     assert code == 2
     err = capsys.readouterr().err
     assert "deep.png" in err and "16-bit" in err and not (tmp_path / "out.png").exists()
+
+
+def test_translate_keeps_inputs_with_the_same_stem_apart(checkpoint, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (16, 16), (200, 0, 0)).save(photos / "a.png")
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(photos / "a.jpg")
+    out = tmp_path / "out"
+    assert evaluate_main(["translate", "--checkpoint", str(checkpoint), "--input", str(photos), "--to", "outline",
+                          "--out", str(out)]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg_to_outline.png", "a.png_to_outline.png"]
+    assert "wrote 2 image(s)" in capsys.readouterr().out

@@ -99,3 +99,19 @@ def test_parse_translate_targets():
         multi.parse("Blond_Hair,Brown_Hair", young_black_man)
     with pytest.raises(UserError, match="unknown attribute 'Bald'"):
         multi.parse_attributes("Bald")
+
+
+def test_clearing_attributes_and_one_attribute_per_group():
+    space = LabelSpace.create(CELEBA, True, [HAIR])
+    man = space.parse_attributes("Black_Hair,Male,Young")
+    assert space.parse("no-Male", man).tolist() == [1, 0, 0, 0, 1]  # man -> woman, the rest kept
+    assert space.parse("Blond_Hair,no-Young", man).tolist() == [0, 1, 0, 1, 0]
+    with pytest.raises(UserError, match="unknown domain 'Bald'"):
+        space.parse("no-Bald", man)
+    with pytest.raises(UserError, match="Black_Hair and Blond_Hair are mutually exclusive"):
+        space.parse_attributes("Black_Hair,Blond_Hair")
+    logits = torch.tensor([2.0, 3.0, -1.0, 0.5, -0.2])  # two hair colours look likely: the stronger one wins
+    assert space.one_per_group(logits).tolist() == [0, 1, 0, 1, 0]
+    assert space.one_per_group(torch.tensor([-2.0, -3.0, -1.0, 1.0, 1.0])).tolist() == [0, 0, 0, 1, 1]
+    single = LabelSpace.create(["no-a", "b"], False)  # single-label names are taken as they are
+    assert int(single.parse("no-a")) == 0

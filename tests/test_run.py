@@ -246,3 +246,123 @@ def test_train_checks_configs_made_without_load_run_config(tiny_config, tmp_path
     with pytest.raises(ConfigError, match="train.lr_decay_steps: 100 exceeds train.steps = 6"):
         train(bad, tmp_path / "run", handle_signals=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_crash_never_re_saves_a_torn_state_even_when_a_later_hook_changed(tiny_config, tmp_path, monkeypatch):
+    """The end-of-run re-save (after final evaluations) applies only to a state on_fit_end judged worth keeping: a
+    stateful hook after the checkpoint hook plus a crash inside step 4 must leave last.pt equal to step 3's file."""
+    import gan.run as run_module
+    from gan.checkpoint import load_checkpoint
+    from gan.hooks import Hook
+    from gan.trainer import Trainer
+
+    class Counter(Hook):
+        every = 1
+
+        def __init__(self):
+            self.count = 0
+
+        def after_step(self, trainer):
+            self.count += 1
+
+        def state_dict(self):
+            return {"count": self.count}
+
+    real_build_hooks, original, calls = run_module.build_hooks, Trainer.g_step, []
+
+    def crash_in_step_four(self, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("out of memory (simulated)")
+        return original(self, *args)
+
+    monkeypatch.setattr(run_module, "build_hooks", lambda *a, **k: [*real_build_hooks(*a, **k), Counter()])
+    monkeypatch.setattr(Trainer, "g_step", crash_in_step_four)
+    cfg = _tiny(tiny_config, "train.n_critic=1", "hooks.checkpoint.every=3", "hooks.checkpoint.keep=5")
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(cfg, tmp_path / "run", handle_signals=False)
+    folder = tmp_path / "run" / "checkpoints"
+    last, step3 = load_checkpoint(folder / "last.pt"), load_checkpoint(folder / "step_00000003.pt")
+    assert last["step"] == 3
+    for net in ("G", "D"):
+        assert all(torch.equal(last[net][k], step3[net][k]) for k in step3[net])
+
+
+@pytest.mark.slow
+def test_resuming_an_older_checkpoint_into_its_own_run_is_refused(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    train(_tiny(tiny_config), run, handle_signals=False)
+    with pytest.raises(UserError, match=r"step 3 is not the newest checkpoint .*\(step 6\).* --run-dir"):
+        train(_tiny(tiny_config), run, resume=run / "checkpoints" / "step_00000003.pt", handle_signals=False)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_00000003.pt",
+                                                                       "step_00000006.pt"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_missing_inception_file_is_found_before_any_folder_or_training(tiny_config, tmp_path):
+    from gan.metrics.inception import WeightsError
+
+    cfg = _tiny(tiny_config, "hooks.fid.every=3", "hooks.fid.extractor=inception")
+    with pytest.raises(WeightsError, match="6726825d"):
+        train(cfg, tmp_path / "runs" / "a", handle_signals=False)
+    assert not (tmp_path / "runs").exists()
+    cfg = _tiny(tiny_config, "hooks.fid.every=3", f"metrics.inception_weights={tmp_path / 'typo.pth'}")
+    with pytest.raises(WeightsError, match="typo.pth"):  # auto, but with an explicit path: never replaced
+        train(cfg, tmp_path / "runs" / "b", handle_signals=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_run_folders_started_in_the_same_second_differ(tmp_path, monkeypatch):
+    import gan.run as run_module
+
+    monkeypatch.setattr(run_module.time, "strftime", lambda fmt: "20261201-120000")
+    first = run_module._new_run_dir(tmp_path)
+    first.mkdir()
+    second = run_module._new_run_dir(tmp_path)
+    assert (first.name, second.name) == ("20261201-120000", "20261201-120000-2")
+
+
+@pytest.mark.slow
+def test_a_diverged_run_stopped_by_a_signal_is_still_exit_3(tiny_config, tmp_path, monkeypatch):
+    """NaN guard off, a non-finite loss, then a stop request: not a clean stop (exit 0) but NonFiniteLossError."""
+    import gan.run as run_module
+    from gan.hooks import Hook
+    from gan.interrupt import request_stop
+    from gan.trainer import NonFiniteLossError, Trainer
+
+    class StopAtTwo(Hook):
+        every = 2
+
+        def after_step(self, trainer):
+            request_stop()
+
+    original, real_build_hooks = Trainer._detached, run_module.build_hooks
+
+    def poisoned(self, parts, total):
+        return original(self, parts, total * float("nan") if self.step >= 1 else total)
+
+    monkeypatch.setattr(Trainer, "_detached", poisoned)
+    monkeypatch.setattr(run_module, "build_hooks", lambda *a, **k: [StopAtTwo(), *real_build_hooks(*a, **k)])
+    with pytest.raises(NonFiniteLossError):
+        train(_tiny(tiny_config, "hooks.nan_guard.every=0"), tmp_path / "run", handle_signals=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_runs_classifier_is_retrained_when_it_was_made_for_other_settings(tiny_config, tmp_path, caplog):
+    from gan.build import build_data, obtain_classifier
+    from gan.metrics.classifier import classifier_path, load_classifier
+
+    cfg = _tiny(tiny_config, "metrics.classifier.steps=3")
+    data = build_data(cfg.data)
+    cpu = torch.device("cpu")
+    obtain_classifier(tmp_path, data, cfg, cpu)
+    first = classifier_path(tmp_path).stat().st_mtime_ns
+    with caplog.at_level("WARNING", logger="gan"):
+        obtain_classifier(tmp_path, data, cfg, cpu)  # the same settings: loaded
+    assert classifier_path(tmp_path).stat().st_mtime_ns == first and "training it again" not in caplog.text
+    other = _tiny(tiny_config, "metrics.classifier.steps=4")
+    with caplog.at_level("WARNING", logger="gan"):
+        obtain_classifier(tmp_path, data, other, cpu)
+    assert "training it again" in caplog.text
+    assert load_classifier(classifier_path(tmp_path))[1]["report"]["train_steps"] == 4

@@ -289,3 +289,21 @@ def test_old_single_group_d_optimizer_state_is_mapped_per_parameter(tiny):
     assert gates["lr"] == pytest.approx(base["lr"] * 10.0) and fresh.sched_D.last_epoch == 1
     fresh.train_step(next(iter(fresh.make_loader())))
     assert not bool(fresh.nonfinite)
+
+
+def test_an_evaluation_due_at_the_resume_step_and_missing_is_made_up(tiny):
+    """A stop request (or a preemption) during the evaluation at step 3 saves step 3 without it: after the resume the
+    hook evaluates step 3 first, so the curve has no gap; an evaluation already in the history is not repeated."""
+    t = _trainer(tiny)
+    t.step = 3
+    writer = _NullWriter()
+    hook = PairedL1Hook(writer, 3, 4)
+    hook.load_state_dict({"history": [[0, 0.5]]})
+    hook.on_fit_start(t)
+    assert [step for step, _ in hook.history] == [0, 3]
+    hook.on_fit_start(t)
+    assert [step for step, _ in hook.history] == [0, 3]
+    t.step = 4
+    idle = PairedL1Hook(writer, 3, 4)
+    idle.on_fit_start(t)  # not due at step 4: nothing
+    assert idle.history == []

@@ -246,8 +246,16 @@ def classifier_path(run_dir: Path) -> Path:
     return Path(run_dir) / FILENAME
 
 
-def save_classifier(path: Path, model: DomainClassifier, report: ClassifierReport, domains: list[str]) -> None:
-    """Write the classifier atomically as plain types and tensors (readable with ``weights_only=True``)."""
+def save_classifier(
+    path: Path,
+    model: DomainClassifier,
+    report: ClassifierReport,
+    domains: list[str],
+    provenance: dict[str, Any] | None = None,
+) -> None:
+    """Write the classifier atomically as plain types and tensors (readable with ``weights_only=True``).
+    ``provenance`` (plain values: which data and settings it was trained with) lets a later run tell whether the
+    file still fits its own data and settings."""
     if len(domains) != model.num_domains:
         raise ValueError(f"save_classifier: {len(domains)} domain names for a {model.num_domains}-domain classifier")
     payload = {
@@ -256,6 +264,7 @@ def save_classifier(path: Path, model: DomainClassifier, report: ClassifierRepor
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "domains": [str(name) for name in domains],
         "report": report.to_dict(),
+        "provenance": dict(provenance or {}),
     }
     atomic_save(payload, Path(path))
 
@@ -310,4 +319,5 @@ def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[Dom
             f"{path}: {len(payload['domains'])} domain names for a {model.num_domains}-domain classifier"
         )
     meta = {key: payload[key] for key in ("domains", "report", "args")}
+    meta["provenance"] = payload.get("provenance") or {}  # absent in files of older versions
     return model.to(device).eval(), meta
