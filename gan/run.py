@@ -360,8 +360,8 @@ def train(
 
     ``resume``: None (a new run; a folder that already holds checkpoints is refused), ``"auto"`` (the newest
     checkpoint of ``run_dir``, or the only run under ``runs/``; a new run if there is none), a run folder or a
-    checkpoint file. The run folder is created only once data and models are built, and removed again if the run
-    fails before its first completed step. Raises NonFiniteLossError when a loss diverges (the last good
+    checkpoint file. The run folder is created only once data and models are built, and removed again (with any
+    parent it made) if the run fails before training begins. Raises NonFiniteLossError when a loss diverges (the last good
     checkpoint is kept) and UserError subclasses for bad input; Ctrl-C/SIGTERM end the run with a checkpoint.
     ``announce`` receives the few lines a user should see at once (default: the log).
     """
