@@ -89,53 +89,33 @@ def build_data(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
 
     Every failure caused by the files on disk is a one-line DataError naming the file or folder.
     """
-    if cfg.source == "synthetic":
-        s = cfg.synthetic
-        bundle = load_data(
+    files = {"image_size": cfg.image_size, "crop_size": cfg.crop_size, "skip_bad_images": cfg.skip_bad_images}
+    s, f, c = cfg.synthetic, cfg.folder, cfg.celeba
+    sources: dict[str, tuple[Callable[[], DataBundle], str]] = {
+        "synthetic": (
             lambda: build_synthetic(
                 s.domains, s.images_per_domain, s.test_images_per_domain, s.seed, cfg.image_size, train_flip
             ),
             "data",
-            cfg.source,
-        )
-    elif cfg.source == "folder":
-        f = cfg.folder
-        bundle = load_data(
+        ),
+        "folder": (
             lambda: build_folder(
-                f.root,
-                f.domains,
-                f.split,
-                f.test_ratio,
-                f.split_seed,
-                cfg.image_size,
-                cfg.crop_size,
-                cfg.skip_bad_images,
-                train_flip,
+                f.root, f.domains, f.split, f.test_ratio, f.split_seed, **files, train_flip=train_flip
             ),
             f.root,
-            cfg.source,
-        )
-    elif cfg.source == "celeba":
-        c = cfg.celeba
-        bundle = load_data(
+        ),
+        "celeba": (
             lambda: build_celeba(
-                c.image_dir,
-                c.attr_file,
-                c.attributes,
-                c.test_count,
-                c.split_seed,
-                cfg.image_size,
-                cfg.crop_size,
-                cfg.skip_bad_images,
-                train_flip,
-                c.exclusive_groups,
+                c.image_dir, c.attr_file, c.attributes, c.test_count, c.split_seed, **files, train_flip=train_flip,
+                exclusive_groups=c.exclusive_groups,
             ),
             c.image_dir,
-            cfg.source,
-        )
-    else:
-        raise ConfigError(f"data.source: unknown source {cfg.source!r}; choose one of: synthetic, folder, celeba")
-    return bundle
+        ),
+    }  # fmt: skip
+    if cfg.source not in sources:
+        raise ConfigError(f"data.source: unknown source {cfg.source!r}; choose one of: {', '.join(sources)}")
+    build, where = sources[cfg.source]
+    return load_data(build, where, cfg.source)
 
 
 def build_label_space(cfg: Config, domains: list[str], multi_label: bool) -> LabelSpace:
