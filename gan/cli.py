@@ -12,6 +12,7 @@ from pathlib import Path
 from gan.errors import UserError, one_line
 from gan.evaluate import evaluate_command
 from gan.run import find_resume, resolve_config, train
+from gan.sweep import FINAL, load_sweep, print_commands, run_status, run_sweep
 from gan.trainer import NonFiniteLossError
 
 
@@ -64,11 +65,24 @@ def train_parser() -> argparse.ArgumentParser:
         help="continue from a checkpoint or run folder, or 'auto': the newest checkpoint of --run-dir (without "
         "--run-dir: the only run under runs/)",
     )
+    s = p.add_argument_group("studies")
+    s.add_argument(
+        "--sweep", type=Path, metavar="FILE", help="run a sweep file (configs/sweeps/): a run per cell and seed"
+    )
+    s.add_argument("--workers", type=int, default=1, help="with --sweep: runs at once, the cores split between them")
+    s.add_argument("--dry-run", action="store_true", help="with --sweep: list the runs and their status, run nothing")
+    s.add_argument(
+        "--print-commands", action="store_true", help="with --sweep: one train.py command per run, for a scheduler"
+    )
     return p
 
 
 def _main_train(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
+    if args.sweep is not None:
+        return _main_sweep(args)
+    if args.dry_run or args.print_commands or args.workers != 1:
+        raise UserError("--dry-run, --print-commands and --workers go with --sweep FILE")
     resume = find_resume(args.resume, args.run_dir)
     cfg = resolve_config(args.config, args.set, resume)
 
@@ -84,6 +98,25 @@ def _main_train(argv: list[str]) -> int:
     return 0
 
 
+def _main_sweep(args: argparse.Namespace) -> int:
+    if args.config or args.resume:
+        raise UserError("--sweep: the sweep file names its configs and resumes by itself; drop --config / --resume")
+    sweep = load_sweep(args.sweep, args.run_dir, args.set)
+    if args.print_commands:
+        print("\n".join(print_commands(sweep)))
+        return 0
+    if args.dry_run:
+        for run in sweep.runs:
+            print(f"{run_status(run):<11} {run.run_dir}")
+        cells, seeds = len({r.cell for r in sweep.runs}), len({r.seed for r in sweep.runs})
+        print(f"{len(sweep.runs)} runs ({cells} cells x {seeds} seeds) in {sweep.study_dir}")
+        return 0
+    results = run_sweep(sweep, args.workers)
+    counts = {status: list(results.values()).count(status) for status in sorted(set(results.values()))}
+    print(f"{sweep.study_dir}: " + ", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    return 0 if all(status in FINAL for status in results.values()) else 1
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``train.py`` and ``spectral-gan-train``."""
     return run_cli(_main_train, argv)
@@ -93,3 +126,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``evaluate.py`` and ``spectral-gan-evaluate``."""
     return run_cli(evaluate_command, argv)
+
+
+if __name__ == "__main__":  # `python -m gan.cli ...` is train.py (the sweep runner starts runs this way)
+    sys.exit(train_main())

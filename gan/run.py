@@ -10,6 +10,7 @@ G, space = load_generator(result.last_checkpoint)     # eval mode; space.vectors
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -46,7 +47,7 @@ from gan.build import (
 from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
 from gan.data import IMAGE_SUFFIXES, DataBundle, TensorImageDataset, image_transform, list_images, load_rgb
-from gan.errors import CheckpointError, ConfigError, DataError, UserError, reason
+from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason
 from gan.interrupt import clear_stop, request_stop, stop_requested
 from gan.labels import LabelSpace
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier
@@ -56,7 +57,7 @@ from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, sa
 from gan.metrics.inception import find_weights
 from gan.metrics.kid import kernel_inception_distance
 from gan.models.modes import evaluating
-from gan.trainer import Trainer, lr_factor
+from gan.trainer import NonFiniteLossError, Trainer, lr_factor
 from gan.writers import RunWriter
 
 log = logging.getLogger(__name__)
@@ -361,9 +362,10 @@ def train(
     ``resume``: None (a new run; a folder that already holds checkpoints is refused), ``"auto"`` (the newest
     checkpoint of ``run_dir``, or the only run under ``runs/``; a new run if there is none), a run folder or a
     checkpoint file. The run folder is created only once data and models are built, and removed again (with any
-    parent it made) if the run fails before training begins. Raises NonFiniteLossError when a loss diverges (the last good
-    checkpoint is kept) and UserError subclasses for bad input; Ctrl-C/SIGTERM end the run with a checkpoint.
-    ``announce`` receives the few lines a user should see at once (default: the log).
+    parent it made) if the run fails before training begins. Raises NonFiniteLossError when a loss diverges (the
+    last good checkpoint is kept) and UserError subclasses for bad input; Ctrl-C/SIGTERM end the run with a
+    checkpoint. ``<run_dir>/status.json`` says how the run ended: completed, interrupted, diverged or failed (with
+    the step and the reason). ``announce`` receives the few lines a user should see at once (default: the log).
     """
     say = announce or log.info
     clear_stop()
@@ -393,13 +395,42 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     started: list[bool] = []  # set once fit() begins: from then on the folder holds the run's results
     try:
-        return _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals, started)
-    except BaseException:
+        result = _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals, started)
+    except BaseException as exc:
         if new_folder is not None and not started:
             shutil.rmtree(new_folder, ignore_errors=True)  # a failed start leaves nothing behind
+        elif run_dir.is_dir():
+            write_status(run_dir, _ending(exc), trainer.step, one_line(exc))
         raise
     finally:
         clear_stop()  # a stop request ends this run only, not later work in the same process
+    write_status(run_dir, "completed" if result.completed else "interrupted", result.step)
+    return result
+
+
+def _ending(exc: BaseException) -> str:
+    if isinstance(exc, NonFiniteLossError):
+        return "diverged"
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+
+
+STATUS = "status.json"
+
+
+def write_status(run_dir: Path, status: str, step: int, reason: str = "") -> None:
+    """``<run>/status.json``: how the run ended (completed, interrupted, diverged or failed), at which step, why."""
+    payload = {"status": status, "step": int(step), "reason": reason, "time": time.time()}
+    tmp = run_dir / f".{STATUS}.tmp"
+    tmp.write_text(json.dumps(payload) + "\n", encoding="utf-8")
+    tmp.replace(run_dir / STATUS)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The run's status.json ({} when it has none or it cannot be read)."""
+    try:
+        return json.loads((Path(run_dir) / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _train_in(
