@@ -211,9 +211,14 @@ def _warn_about_batch_statistics_in_d(cfg: Config) -> None:
         )
 
 
+def config_of_state(state: dict[str, Any], where: str) -> Config:
+    """The config stored in a checkpoint (validated; keys added since it was written take their defaults)."""
+    return load_run_config(base=state["config"], base_name=where, training=False)
+
+
 def generator_from_state(state: dict[str, Any], where: str, ema: bool = True) -> tuple[nn.Module, Config]:
     """The generator stored in a checkpoint's state (its EMA copy if present and ``ema``), on the CPU."""
-    cfg = load_run_config(base=state["config"], base_name=where, training=False)
+    cfg = config_of_state(state, where)
     G = build_generator(cfg.model.generator, len(state["domains"]))
     G.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
     return G, cfg

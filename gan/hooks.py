@@ -398,7 +398,7 @@ class CheckpointHook(Hook):
 
     def after_fit_end(self, trainer: Trainer) -> None:
         # Only a state that on_fit_end itself judged worth keeping is saved again (never a torn or diverged one).
-        if self._end_state_saved and _hook_states(trainer) != self._saved_hooks:
+        if self._end_state_saved and trainer.hook_states() != self._saved_hooks:
             self.save(trainer, again=True)
 
     def save(self, trainer: Trainer, again: bool = False) -> None:
@@ -409,10 +409,6 @@ class CheckpointHook(Hook):
         path = save_checkpoint(state, self.directory, trainer.step, self.keep)
         self.saved_step, self._saved_hooks = trainer.step, state["hooks"]
         log.info("saved checkpoint %s", path)
-
-
-def _hook_states(trainer: Trainer) -> dict[str, Any]:
-    return {type(h).__name__: h.state_dict() for h in trainer.hooks}
 
 
 # ------------------------------------------------------------------------------------------------------ progress

@@ -35,6 +35,7 @@ from gan.build import (
     build_label_space,
     build_trainer,
     classifier_provenance,
+    config_of_state,
     fit_classifier,
     generator_from_state,
     inception_extractor,
@@ -46,12 +47,12 @@ from gan.build import (
 )
 from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
-from gan.data import IMAGE_SUFFIXES, DataBundle, TensorImageDataset, image_transform, list_images, load_rgb
+from gan.data import IMAGE_SUFFIXES, DataBundle, image_transform, list_images, load_rgb
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason
 from gan.interrupt import clear_stop, request_stop, stop_requested
 from gan.labels import LabelSpace
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier
-from gan.metrics.evaluation import TranslationScores, check_classifier, evaluate_translations, paired_scores
+from gan.metrics.evaluation import TranslationScores, check_classifier_fits, evaluate_translations, paired_scores
 from gan.metrics.features import folder_features
 from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, save_stats
 from gan.metrics.inception import find_weights
@@ -506,16 +507,21 @@ def checkpoint_data(cfg: Config, state: dict[str, Any], checkpoint: Path) -> Dat
 
 
 def run_classifier(
-    checkpoint: Path, data: DataBundle, device: torch.device, path: Path | None = None, required: bool = False
+    checkpoint: Path,
+    space: LabelSpace,
+    image_size: int,
+    device: torch.device,
+    path: Path | None = None,
+    required: bool = False,
 ) -> nn.Module | None:
-    """The domain classifier (``path`` or ``<run>/classifier.pt``), checked against the data; None when absent
-    and not ``required`` (then domain accuracy is not measured)."""
+    """The domain classifier (``path`` or ``<run>/classifier.pt``), checked against the run's domains, label kind
+    and image size; None when absent and not ``required`` (then domain accuracy is not measured)."""
     path = path or classifier_path(run_dir_of(checkpoint))
     if not path.is_file() and not required:
         log.info("no domain classifier at %s: domain accuracy not measured (evaluate.py train-classifier)", path)
         return None
     model, meta = load_classifier(path, device)
-    check_classifier(path, meta, data)
+    check_classifier_fits(path, meta, list(space.domains), image_size, space.multi_label)
     log.info("domain classifier %s: held-out accuracy %.4f", path, meta["report"].get("heldout_accuracy", float("nan")))
     return model
 
@@ -548,7 +554,7 @@ def evaluate_checkpoint(
     if n < 2:
         raise UserError(f"--num-images: FID needs at least 2 images per domain, got {n}")
     need = metric == "accuracy" or extractor == "classifier"
-    model = run_classifier(checkpoint, data, dev, classifier, required=need)
+    model = run_classifier(checkpoint, data.space, cfg.data.image_size, dev, classifier, required=need)
     feats = reals = None
     if metric != "accuracy":
         source = str(classifier or classifier_path(run_dir_of(checkpoint)))
@@ -565,7 +571,7 @@ def evaluate_checkpoint(
 def load_config_of(checkpoint: Path) -> tuple[Config, dict[str, Any]]:
     """A checkpoint's config and state (for commands that rebuild its data)."""
     state = load_checkpoint(checkpoint)
-    return load_run_config(base=state["config"], base_name=str(checkpoint), training=False), state
+    return config_of_state(state, str(checkpoint)), state
 
 
 # --------------------------------------------------------------------------------------------- image folders
@@ -677,7 +683,7 @@ def translate_files(
         parsed = [space.parse(spec) for spec in targets]
     classifier = None
     if space.multi_label and labels is None:
-        classifier = run_classifier(checkpoint, _classifier_data(cfg, state), device, required=False)
+        classifier = run_classifier(checkpoint, space, cfg.data.image_size, device, required=False)
         if classifier is None:
             raise UserError(
                 f"{checkpoint}: a multi-label model keeps the attributes the input has; give them with --labels "
@@ -705,15 +711,6 @@ def translate_files(
             save_image((y + 1) / 2, out if single else out / f"{name}_to_{spec.replace(',', '+')}.png")
             written += 1
     return written
-
-
-def _classifier_data(cfg: Config, state: dict[str, Any]) -> DataBundle:
-    """What check_classifier compares a classifier with, without reading the dataset: domains, image size and label
-    kind (one blank image of the run's size stands for the data)."""
-    blank = torch.zeros(1, 3, cfg.data.image_size, cfg.data.image_size, dtype=torch.uint8)
-    labels = torch.zeros(1, len(state["domains"])) if state.get("multi_label") else torch.zeros(1, dtype=torch.int64)
-    dataset = TensorImageDataset(blank, labels)
-    return DataBundle(dataset, dataset, list(state["domains"]), bool(state.get("multi_label")), None)
 
 
 def input_files(path: Path) -> list[Path]:

@@ -144,7 +144,6 @@ class Trainer:
         self.last = StepResult()
         # Accumulates "some loss was non-finite" on the device, so the NaN guard needs no per-step sync.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        self.stop_requested = False
         self.completed = False  # set when fit() ends: True if it ran to settings.steps without a stop or an error
         self.torn = False  # set when an exception interrupted a step half-way: that state must never be saved
         self.failing = False  # set while an exception propagates out of fit() (the hooks' end-of-run work sees it)
@@ -270,23 +269,20 @@ class Trainer:
         self.sched_D.step()
         self.step += 1
 
-    def _stopping(self) -> bool:
-        return self.stop_requested or stop_requested()
-
     def fit(self) -> None:
         """Train until ``settings.steps`` or a stop request, firing hooks after every step.
 
-        A stop request (``stop_requested``, or gan.interrupt's flag, which long hook work also honours by raising
-        StopRequested) ends the run after the current step; an exception inside a step marks the state ``torn``
+        A stop request (gan.interrupt's flag, which long hook work also honours by raising StopRequested) ends the
+        run after the current step; an exception inside a step marks the state ``torn``
         so that no checkpoint of it is written. Every hook's ``on_fit_end`` runs, even when an earlier one fails.
         """
         self.G.train()
         self.D.train()
-        completed, in_step, failing = False, False, False
+        completed, in_step = False, False
         try:
             for hook in self.hooks:
                 hook.on_fit_start(self)
-            if not self._stopping():
+            if not stop_requested():
                 for batch in self.make_loader():
                     in_step = True
                     self.train_step(batch)
@@ -294,22 +290,22 @@ class Trainer:
                     for hook in self.hooks:
                         if hook.every and self.step % hook.every == 0:
                             hook.after_step(self)
-                    if self._stopping():
+                    if stop_requested():
                         log.info("stop requested at step %d", self.step)
                         break
-            completed = not self._stopping()
+            completed = not stop_requested()
         except StopRequested:
             log.info("stop requested at step %d (during a hook)", self.step)
         except BaseException:
-            self.torn, self.failing, failing = in_step, True, True
+            self.torn, self.failing = in_step, True
             raise
         finally:
             # Hooks may skip slow end-of-run work (final evaluations) when the run was stopped or failed, so that
             # the checkpoint hook saves promptly.
             self.completed = completed
-            self._end_hooks(failing)
+            self._end_hooks()
 
-    def _end_hooks(self, failing: bool) -> None:
+    def _end_hooks(self) -> None:
         """Every hook's on_fit_end. Hooks that keep the run (``saves_run``: checkpoints) go first, so that a final
         evaluation can never delay or prevent the last checkpoint, and once more after the others
         (``after_fit_end``: the evaluations' results join the saved hook state). The first failure is raised after
@@ -324,7 +320,7 @@ class Trainer:
             except StopRequested:
                 log.info("stop requested during %s's end-of-run work", type(hook).__name__)
             except Exception as exc:
-                if failing:
+                if self.failing:
                     log.exception("%s's end-of-run work failed too", type(hook).__name__)
                     continue
                 log.exception("%s's end-of-run work failed", type(hook).__name__)
@@ -352,8 +348,12 @@ class Trainer:
             "sched_G": self.sched_G.state_dict(),
             "sched_D": self.sched_D.state_dict(),
             "rng": rng,
-            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
+            "hooks": self.hook_states(),
         }
+
+    def hook_states(self) -> dict[str, Any]:
+        """Every hook's state_dict by class name (what checkpoints keep)."""
+        return {type(h).__name__: h.state_dict() for h in self.hooks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a ``state_dict()``; the caller has checked that the model config matches. Hook states are

@@ -338,13 +338,21 @@ class RealFeatures:
 
 def check_classifier(path: Path, meta: dict[str, Any], data: DataBundle) -> None:
     """A classifier file made for other data (domains, image size, label kind) is a one-line CheckpointError."""
-    args, size = meta["args"], int(data.test[0][0].shape[-1]) if len(data.test) else None
-    if list(meta["domains"]) != list(data.domains):
-        raise CheckpointError(f"{path}: classifier for domains {meta['domains']}, the data has {data.domains}")
-    if size is not None and args.get("image_size") != size:
-        raise CheckpointError(f"{path}: classifier for {args.get('image_size')} px images, the data has {size} px")
-    if bool(args.get("multi_label")) != data.multi_label:
-        kind = "multi-label" if args.get("multi_label") else "single-label"
+    size = int(data.test[0][0].shape[-1]) if len(data.test) else None
+    check_classifier_fits(path, meta, list(data.domains), size, data.multi_label)
+
+
+def check_classifier_fits(
+    path: Path, meta: dict[str, Any], domains: list[str], image_size: int | None, multi_label: bool
+) -> None:
+    """:func:`check_classifier` from plain values (``image_size`` None: not checked), for callers without data."""
+    args = meta["args"]
+    if list(meta["domains"]) != domains:
+        raise CheckpointError(f"{path}: classifier for domains {meta['domains']}, the data has {domains}")
+    if image_size is not None and args.get("image_size") != image_size:
         raise CheckpointError(
-            f"{path}: a {kind} classifier, the data is {'multi' if data.multi_label else 'single'}-label"
+            f"{path}: classifier for {args.get('image_size')} px images, the data has {image_size} px"
         )
+    if bool(args.get("multi_label")) != multi_label:
+        kind = "multi-label" if args.get("multi_label") else "single-label"
+        raise CheckpointError(f"{path}: a {kind} classifier, the data is {'multi' if multi_label else 'single'}-label")
