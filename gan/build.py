@@ -17,7 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from gan.config import Config, DataConfig, DiscriminatorConfig, GeneratorConfig, load_config, lr_schedule_problem
+from gan.config import (
+    Config,
+    DataConfig,
+    DiscriminatorConfig,
+    GeneratorConfig,
+    config_to_dict,
+    load_config,
+    lr_schedule_problem,
+)
 from gan.data import DataBundle, build_celeba, build_folder, build_synthetic, load_data
 from gan.errors import ConfigError
 from gan.hooks import (
@@ -27,14 +35,18 @@ from gan.hooks import (
     Hook,
     ImagesHook,
     LipschitzHook,
+    MetricWatch,
     NanGuardHook,
     NormsHook,
     PairedL1Hook,
     ProgressHook,
     ScalarsHook,
     SigmaHook,
+    StabilityHook,
 )
+from gan.hparams import HParam, hparam_value
 from gan.labels import LabelSpace
+from gan.losses import ADVERSARIAL_LOSSES
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier, train_classifier
 from gan.metrics.evaluation import RealFeatures, check_classifier
 from gan.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
@@ -336,12 +348,27 @@ def eval_setup(cfg: Config, run_dir: Path) -> Callable[[Trainer], EvalParts]:
 
 
 # ---------------------------------------------------------------------------------------------------------- hooks
+def metric_watches(cfg: Config, has_paired: bool) -> tuple[MetricWatch | None, MetricWatch | None]:
+    """The divergence watch of ``hooks.stability.metric`` for (the paired-L1 hook, the fid hook)."""
+    st, fid_on = cfg.hooks.stability, bool(cfg.hooks.fid.every)
+    tags: tuple[str, ...] = (st.metric,)
+    if st.metric == "auto":
+        tags = ("eval/fid/mean", "eval/classifier_fd/mean") if fid_on else ("eval/paired_l1",)
+    if not st.metric or not st.metric_factor:
+        return None, None
+    watch = MetricWatch(tags, st.metric_factor, st.stop)
+    if tags == ("eval/paired_l1",):
+        return (watch if has_paired else None), None
+    return None, watch
+
+
 def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool) -> list[Hook]:
-    """The built-in hooks configured in ``cfg.hooks``. Order matters: the NaN guard runs before checkpoints, and
-    the checkpoint hook runs last."""
-    h, m = cfg.hooks, cfg.metrics
+    """The built-in hooks configured in ``cfg.hooks``. Order matters: the NaN guard runs first, the evaluations and
+    the stability signals (which may declare a divergence) before the checkpoint hook, which runs last."""
+    h, m, st = cfg.hooks, cfg.metrics, cfg.hooks.stability
+    paired_watch, fid_watch = metric_watches(cfg, has_paired)
     hooks: list[Hook] = [
-        NanGuardHook(h.nan_guard.every),
+        NanGuardHook(h.nan_guard.every, st.gap_limit, st.stop),
         ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
         ScalarsHook(writer, h.scalars.every),
         SigmaHook(writer, h.sigma.every),
@@ -352,10 +379,81 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
         ImagesHook(writer, h.images.every, h.images.num_images),
     ]
     if has_paired:
-        hooks.append(PairedL1Hook(writer, h.paired_l1.every, h.paired_l1.num_images))
+        hooks.append(PairedL1Hook(writer, h.paired_l1.every, h.paired_l1.num_images, paired_watch))
     fid = FidHook(
-        writer, h.fid.every, h.fid.num_images, eval_setup(cfg, run_dir), m.kid_subsets, m.kid_subset_size, m.batch_size
+        writer,
+        h.fid.every,
+        h.fid.num_images,
+        eval_setup(cfg, run_dir),
+        m.kid_subsets,
+        m.kid_subset_size,
+        m.batch_size,
+        fid_watch,
+        st.collapse_below,
     )
     hooks.append(fid)
+    threshold = ADVERSARIAL_LOSSES.get(cfg.loss.adversarial).threshold
+    hooks.append(
+        StabilityHook(
+            writer, st.every, st.num_images, st.grad_norm_limit, st.stop, st.spectrum_top, threshold, cfg.train.seed
+        )
+    )
     hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep))
     return hooks
+
+
+# -------------------------------------------------------------------------------------------------------- hparams
+# What a run shows in TensorBoard's HPARAMS tab when study.hparams does not name the keys (a run outside a sweep).
+DEFAULT_HPARAMS = (
+    "model.discriminator.spectral_norm.enabled",
+    "model.discriminator.spectral_norm.update",
+    "model.discriminator.norm",
+    "model.generator.norm",
+    "loss.adversarial",
+    "loss.lambda_gp",
+    "train.g_lr",
+    "train.d_lr",
+    "train.beta1",
+    "train.beta2",
+    "train.n_critic",
+    "train.batch_size",
+    "train.steps",
+)
+
+
+def config_value(cfg: Config, key: str) -> Any:
+    """The value of a dotted config key (``train.seed``)."""
+    value: Any = config_to_dict(cfg)
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def run_hparams(cfg: Config) -> dict[str, HParam]:
+    """The run's hparams: its study cell's setting labels, the study's varied keys (or DEFAULT_HPARAMS), the seed."""
+    out: dict[str, HParam] = {str(axis): hparam_value(label) for axis, label in cfg.study.labels.items()}
+    for key in cfg.study.hparams or DEFAULT_HPARAMS:
+        out[key] = hparam_value(config_value(cfg, key))
+    out["train.seed"] = cfg.train.seed
+    return out
+
+
+def hparam_metrics(cfg: Config, has_paired: bool) -> list[str]:
+    """The metric columns of the HPARAMS tab: final and best evaluation metrics, divergence and stability signals
+    (ordinary scalar tags this config's hooks log over time)."""
+    h = cfg.hooks
+    tags: list[str] = []
+    if has_paired and h.paired_l1.every:
+        tags += ["eval/paired_l1", "best/eval/paired_l1"]
+    if h.fid.every:
+        names = {"inception": ["fid"], "classifier": ["classifier_fd"]}.get(h.fid.extractor, ["fid", "classifier_fd"])
+        for name in names:
+            tags += [f"eval/{name}/mean", f"best/eval/{name}/mean"]
+        tags += ["eval/domain_accuracy", "best/eval/domain_accuracy", "stability/diversity/min"]
+    if h.scalars.every:
+        tags.append("stability/critic_gap")
+    if h.stability.every:
+        tags += ["stability/diverged", "stability/overfit/gap", "stability/grad_norm/max"]
+    if h.lipschitz.every:
+        tags.append("lipschitz/D/upper_bound")
+    return tags

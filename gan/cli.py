@@ -12,8 +12,8 @@ from pathlib import Path
 from gan.errors import UserError, one_line
 from gan.evaluate import evaluate_command
 from gan.run import find_resume, resolve_config, train
-from gan.sweep import FINAL, load_sweep, print_commands, run_status, run_sweep
-from gan.trainer import NonFiniteLossError
+from gan.sweep import FINAL, load_sweep, print_commands, run_status, run_sweep, write_experiment
+from gan.trainer import DivergedError
 
 
 def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:
@@ -91,7 +91,7 @@ def _main_train(argv: list[str]) -> int:
 
     try:
         result = train(cfg, args.run_dir, resume if resume is not None else args.resume, announce=say)
-    except NonFiniteLossError as exc:
+    except DivergedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     print("\n".join(result.summary), file=sys.stderr)
@@ -103,6 +103,7 @@ def _main_sweep(args: argparse.Namespace) -> int:
         raise UserError("--sweep: the sweep file names its configs and resumes by itself; drop --config / --resume")
     sweep = load_sweep(args.sweep, args.run_dir, args.set)
     if args.print_commands:
+        write_experiment(sweep)  # the study's HPARAMS table, for runs a scheduler starts
         print("\n".join(print_commands(sweep)))
         return 0
     if args.dry_run:

@@ -210,6 +210,30 @@ class NanGuardHookConfig:
     every: int = _opt(10, min=0)
 
 
+WATCHED_METRICS = (
+    "auto",
+    "",
+    "eval/paired_l1",
+    "eval/fid/mean",
+    "eval/kid/mean",
+    "eval/classifier_fd/mean",
+    "eval/classifier_kd/mean",
+)
+
+
+@dataclass(frozen=True)
+class StabilityHookConfig:
+    every: int = _opt(500, min=0)
+    num_images: int = _opt(64, min=2)
+    stop: bool = True
+    gap_limit: float = _opt(1000.0, min=0.0)
+    grad_norm_limit: float = _opt(1000.0, min=0.0)
+    metric: str = _opt("auto", choices=WATCHED_METRICS)
+    metric_factor: float = _opt(3.0, min=0.0)
+    collapse_below: float = _opt(0.2, min=0.0)
+    spectrum_top: int = _opt(3, min=1)
+
+
 @dataclass(frozen=True)
 class HooksConfig:
     scalars: ScalarsHookConfig = field(default_factory=ScalarsHookConfig)
@@ -221,6 +245,7 @@ class HooksConfig:
     fid: FidHookConfig = field(default_factory=FidHookConfig)
     checkpoint: CheckpointHookConfig = field(default_factory=CheckpointHookConfig)
     nan_guard: NanGuardHookConfig = field(default_factory=NanGuardHookConfig)
+    stability: StabilityHookConfig = field(default_factory=StabilityHookConfig)
 
 
 # -------------------------------------------------------------------------------------------------------- metrics
@@ -246,6 +271,14 @@ class MetricsConfig:
     classifier: ClassifierMetricConfig = field(default_factory=ClassifierMetricConfig)
 
 
+# ---------------------------------------------------------------------------------------------------------- study
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str = ""
+    labels: dict[str, Any] = _opt({})
+    hparams: list[str] = _opt([])
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -254,6 +287,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     hooks: HooksConfig = field(default_factory=HooksConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 # -------------------------------------------------------------------------------------------------------- loading
@@ -476,6 +510,13 @@ def _check_consistency(cfg: Config, source: Callable[[str], str]) -> None:
                 key = "data.celeba.exclusive_groups"
                 raise ConfigError(f"{source(key)}: {key}: {name!r} is in more than one group")
             seen[name] = i
+    known = set(_all_keys(Config))
+    for name in cfg.study.hparams:
+        if name not in known or name.startswith("study."):
+            key = "study.hparams"
+            hint = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{source(key)}: {key}: {name!r} is not a config key{extra}")
     for net in ("generator", "discriminator"):
         net_cfg = getattr(cfg.model, net)
         problem = check_norm_options(net_cfg.norm, net_cfg.norm_options)

@@ -1,5 +1,6 @@
 """Hooks fired by the trainer every ``every`` steps: scalars, translation grids, sigma estimates, paired L1,
-checkpoints, the NaN guard and the progress bar. Each hook reads trainer state and writes through the writer."""
+stability signals, checkpoints, the NaN guard and the progress bar. Each hook reads trainer state and writes through
+the writer."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,12 @@ from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from gan.checkpoint import FORMAT, save_checkpoint
-from gan.lipschitz import LipschitzMonitor, grad_norms, jacobian_norms
-from gan.metrics.evaluation import RealFeatures, evaluate_translations, paired_scores, spread
+from gan.lipschitz import LipschitzMonitor, adversarial_output, eval_weight, grad_norms, jacobian_norms
+from gan.metrics.evaluation import RealFeatures, evaluate_translations, paired_scores, spread, unflipped
 from gan.metrics.features import FeatureExtractor
 from gan.models.modes import evaluating
 from gan.norms import SwitchableNorm2d, gate_parameters
-from gan.spectral import sn_estimate, spectral_norm_modules
+from gan.spectral import reshape_dim, sn_estimate, spectral_norm_modules, work_dtype
 from gan.trainer import NonFiniteLossError, Trainer
 from gan.writers import RunWriter
 
@@ -75,6 +77,8 @@ class ScalarsHook(Hook):
         values.update({f"loss/G/{k}": v for k, v in trainer.last.g.items()})
         values["lr/G"] = trainer.opt_G.param_groups[0]["lr"]
         values["lr/D"] = trainer.opt_D.param_groups[0]["lr"]
+        if trainer.last.critic_gap is not None:
+            values["stability/critic_gap"] = trainer.last.critic_gap
         now = time.perf_counter()
         if self._t0 is not None and trainer.step > self._step0:
             values["perf/it_per_s"] = (trainer.step - self._step0) / max(now - self._t0, 1e-9)
@@ -186,11 +190,16 @@ class LipschitzHook(Hook):
 
 def held_out_batch(trainer: Trainer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` test images evenly spaced over the test set (which is ordered by domain), with their labels."""
-    test = trainer.data.test
-    picks = spread(torch.arange(len(test)), count)
-    items = [test[int(i)] for i in picks]
-    images = torch.stack([x for x, _ in items]).to(trainer.device)
-    labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(trainer.device)
+    return spread_batch(trainer.data.test, count, trainer.device)
+
+
+def spread_batch(dataset: Any, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` images evenly spaced over ``dataset`` (unflipped: no random draw), with their labels."""
+    dataset = unflipped(dataset)
+    picks = spread(torch.arange(len(dataset)), count)
+    items = [dataset[int(i)] for i in picks]
+    images = torch.stack([x for x, _ in items]).to(device)
+    labels = torch.stack([torch.as_tensor(y) for _, y in items]).to(device)
     return images, labels
 
 
@@ -226,10 +235,68 @@ class NormsHook(Hook):
 
 
 # ---------------------------------------------------------------------------------------------------- paired L1
+# Headline metrics and which end is better: ``best/<tag>`` is logged after every evaluation.
+BEST_OF: dict[str, Callable[[list[float]], float]] = {
+    "eval/paired_l1": min,
+    "eval/fid/mean": min,
+    "eval/kid/mean": min,
+    "eval/classifier_fd/mean": min,
+    "eval/classifier_kd/mean": min,
+    "eval/domain_accuracy": max,
+}
+
+
+@dataclass(frozen=True)
+class MetricWatch:
+    """Divergence by evaluation: the metric (lower is better; the first of ``tags`` that the hook logs) rose above
+    ``factor`` times its best value so far."""
+
+    tags: tuple[str, ...]
+    factor: float
+    stop: bool
+
+
 class EvalHook(Hook):
-    """An evaluation that also runs at step 0 of a fresh run and at the end; ``history`` holds (step, result)."""
+    """An evaluation that also runs at step 0 of a fresh run and at the end; ``history`` holds (step, result).
+    With a ``watch``, every new result is checked for divergence (:class:`MetricWatch`)."""
 
     history: list[tuple[int, Any]]
+    watch: MetricWatch | None = None
+
+    def series(self, tag: str) -> list[tuple[int, float]]:
+        """(step, value) of one logged tag over the history (empty if this hook does not log it)."""
+        return []
+
+    def after_eval(self, trainer: Trainer, writer: RunWriter) -> None:
+        """After each evaluation: ``best/<tag>`` (the best value so far of each headline metric, for the HPARAMS
+        tab), then the divergence watch."""
+        best = {}
+        for tag, pick in BEST_OF.items():
+            values = [v for _, v in self.series(tag) if math.isfinite(v)]
+            if values:
+                best[f"best/{tag}"] = pick(values)
+        if best:
+            writer.scalars(best, trainer.step)
+        self.check_watch(trainer)
+
+    def check_watch(self, trainer: Trainer) -> None:
+        """Declare a divergence if the watched metric's newest value is non-finite or above factor x its best."""
+        w = self.watch
+        if w is None or not w.factor:
+            return
+        tag, points = next(((t, p) for t in w.tags if (p := self.series(t))), ("", []))
+        if not points:
+            return
+        step, value = points[-1]
+        best_step, best = min(points, key=lambda p: p[1] if math.isfinite(p[1]) else math.inf)
+        if not math.isfinite(value):
+            trainer.declare_divergence(f"{tag} = {value} at step {step}", w.stop)
+        elif best > 0 and value > w.factor * best:
+            trainer.declare_divergence(
+                f"{tag} = {value:.4g} exceeds hooks.stability.metric_factor {w.factor:g} x its best value "
+                f"{best:.4g} (step {best_step})",
+                w.stop,
+            )
 
     def on_fit_start(self, trainer: Trainer) -> None:
         # At step 0, and after a resume whose checkpoint step was due but not evaluated (a stop request during the
@@ -249,9 +316,12 @@ class EvalHook(Hook):
 class PairedL1Hook(EvalHook):
     """``eval/paired_l1`` and ``eval/paired_psnr`` on the synthetic domains' paired ground truth, also at step 0."""
 
-    def __init__(self, writer: RunWriter, every: int, num_images: int) -> None:
-        self.writer, self.every, self.num_images = writer, every, num_images
+    def __init__(self, writer: RunWriter, every: int, num_images: int, watch: MetricWatch | None = None) -> None:
+        self.writer, self.every, self.num_images, self.watch = writer, every, num_images, watch
         self.history: list[tuple[int, float]] = []
+
+    def series(self, tag: str) -> list[tuple[int, float]]:
+        return list(self.history) if tag == "eval/paired_l1" else []
 
     def after_step(self, trainer: Trainer) -> None:
         G, paired = trainer.sample_generator(), trainer.data.paired
@@ -259,6 +329,7 @@ class PairedL1Hook(EvalHook):
         self.history.append((trainer.step, value))
         self.writer.scalars({"eval/paired_l1": value, "eval/paired_psnr": psnr}, trainer.step)
         log.info("step %d: eval/paired_l1 = %.4f, eval/paired_psnr = %.2f dB", trainer.step, value, psnr)
+        self.after_eval(trainer, self.writer)
 
     def summary(self) -> list[str]:
         if not self.history:
@@ -295,11 +366,17 @@ class FidHook(EvalHook):
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         batch_size: int = 50,
+        watch: MetricWatch | None = None,
+        collapse_below: float = 0.0,
     ) -> None:
         self.writer, self.every, self.num_images, self.setup = writer, every, num_images, setup
         self.kid_subsets, self.kid_subset_size, self.batch_size = kid_subsets, kid_subset_size, batch_size
+        self.watch, self.collapse_below = watch, collapse_below
         self.history: list[tuple[int, dict[str, float]]] = []
         self._parts: EvalParts | None = None  # built lazily, at the first evaluation
+
+    def series(self, tag: str) -> list[tuple[int, float]]:
+        return [(step, values[tag]) for step, values in self.history if tag in values]
 
     def after_step(self, trainer: Trainer) -> None:
         devices = [trainer.device] if trainer.device.type == "cuda" else []
@@ -320,9 +397,13 @@ class FidHook(EvalHook):
                 self.batch_size,
             )
         values = scores.scalars()
+        if "stability/diversity/min" in values:
+            # Collapse: translations into some domain far less varied than its real images (a signal, not a stop).
+            values["stability/collapsed"] = float(values["stability/diversity/min"] < self.collapse_below)
         self.history.append((trainer.step, values))
         self.writer.scalars(values, trainer.step)
         log.info("step %d: %s", trainer.step, ", ".join(f"{k} = {v:.4g}" for k, v in values.items() if "mean" in k))
+        self.after_eval(trainer, self.writer)
 
     def summary(self) -> list[str]:
         if not self.history:
@@ -341,13 +422,23 @@ class FidHook(EvalHook):
 # -------------------------------------------------------------------------------------------------- nan guard
 class NanGuardHook(Hook):
     """Stops the run when any loss since the last check was NaN or infinite (the trainer accumulates a device flag,
-    so checking costs one sync per ``every`` steps)."""
+    so checking costs one sync per ``every`` steps), and declares a divergence when the critic's real/fake gap
+    exceeded ``gap_limit`` at some step since the last check (0: not checked)."""
 
-    def __init__(self, every: int) -> None:
-        self.every = every
+    def __init__(self, every: int, gap_limit: float = 0.0, stop: bool = True) -> None:
+        self.every, self.gap_limit, self.stop = every, gap_limit, stop
 
     def after_step(self, trainer: Trainer) -> None:
         check_finite(trainer)
+        if self.gap_limit:
+            gap = float(trainer.max_gap)
+            trainer.max_gap.zero_()
+            if gap > self.gap_limit:
+                trainer.declare_divergence(
+                    f"critic gap |mean D(real) - mean D(fake)| = {gap:.4g} exceeds hooks.stability.gap_limit "
+                    f"{self.gap_limit:g}",
+                    self.stop,
+                )
 
 
 def check_finite(trainer: Trainer) -> None:
@@ -355,10 +446,124 @@ def check_finite(trainer: Trainer) -> None:
     if bool(trainer.nonfinite):
         parts = {**{f"D/{k}": v for k, v in trainer.last.d.items()}, **{f"G/{k}": v for k, v in trainer.last.g.items()}}
         bad = [k for k, v in parts.items() if not math.isfinite(float(v))] or ["an earlier step's loss"]
+        if trainer.divergence is None:
+            trainer.divergence = {"step": trainer.step, "reason": f"non-finite loss ({', '.join(bad)})"}
         raise NonFiniteLossError(
             f"non-finite loss by step {trainer.step} ({', '.join(bad)}); training stopped, the last good "
             "checkpoint was kept. Lower the learning rates or check the data."
         )
+
+
+# ------------------------------------------------------------------------------------------------- stability
+class StabilityHook(Hook):
+    """``stability/*`` every ``every`` steps (see README, Stability signals), with D in eval mode, on fixed training
+    reals, fixed held-out reals and their translations, drawing only from the hook's own random generator:
+
+    - ``stability/overfit/r_train``, ``r_heldout``, ``gap``: StyleGAN2-ADA's over-fitting heuristic
+      r_t = E[sign(D(x) - t)] on training and on held-out reals (t: the loss's real/fake level, or for a WGAN
+      critic, which has none, the midpoint of D's mean outputs on the training reals and the translations);
+      ``gap`` = r_train - r_heldout grows as D memorises its training set;
+    - ``stability/grad_norm/{real,fake,interp,max}``: D's input-gradient norms (as ``lipschitz/D/grad_norm/*``);
+      above ``grad_norm_limit`` the run has diverged;
+    - ``stability/spectrum/<layer>/top<k>`` and ``.../mean_ratio``: the largest singular values of each D layer's
+      reshaped weight as the forward uses it (W / sigma under SN) and the mean of sigma_i / sigma_1 over the whole
+      spectrum (SR-GAN's spectral collapse shows as it falling);
+    - ``stability/diverged``: 1 once a divergence signal fired (also logged at the end of the run).
+    """
+
+    def __init__(
+        self,
+        writer: RunWriter,
+        every: int,
+        num_images: int,
+        grad_norm_limit: float,
+        stop: bool,
+        spectrum_top: int = 3,
+        threshold: float | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.writer, self.every, self.num_images = writer, every, num_images
+        self.grad_norm_limit, self.stop, self.spectrum_top = grad_norm_limit, stop, spectrum_top
+        self.threshold, self.seed = threshold, seed
+        self.generator = torch.Generator()
+        self.train_reals: torch.Tensor | None = None
+        self.reals: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.latest: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if not self.every:
+            return
+        self.generator.manual_seed(self.seed + 104729 * (trainer.step + 1))
+        self.train_reals, _ = spread_batch(trainer.data.train, self.num_images, trainer.device)
+        self.reals, self.labels = held_out_batch(trainer, self.num_images)
+        if trainer.step == 0:
+            self.after_step(trainer)
+
+    def after_step(self, trainer: Trainer) -> None:
+        D, G = trainer.D, trainer.sample_generator()
+        order = torch.randperm(self.labels.size(0), generator=self.generator).to(self.labels.device)
+        with evaluating(G, D):
+            fake = G(self.reals, trainer.domain_vector(self.labels[order]))
+            scores = [adversarial_output(D, x).flatten(1).mean(1) for x in (self.train_reals, self.reals, fake)]
+        values: dict[str, Any] = overfitting(*scores, self.threshold)
+        grads = grad_norms(D, self.reals, fake, self.generator)
+        values.update({k.replace("lipschitz/D/", "stability/"): v for k, v in grads.items()})
+        values["stability/grad_norm/max"] = torch.stack(list(grads.values())).max()
+        values.update(spectrum_tags(D, self.spectrum_top))
+        values["stability/diverged"] = float(trainer.divergence is not None)
+        self.writer.scalars(values, trainer.step)
+        self.latest = {k: float(v) for k, v in values.items() if not k.startswith("stability/spectrum/")}
+        worst = self.latest["stability/grad_norm/max"]
+        if self.grad_norm_limit and not worst <= self.grad_norm_limit:  # nan counts as exploded
+            trainer.declare_divergence(
+                f"D's input-gradient norm {worst:.4g} exceeds hooks.stability.grad_norm_limit {self.grad_norm_limit:g}",
+                self.stop,
+            )
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        if self.every and trainer.divergence is not None:
+            self.writer.scalars({"stability/diverged": 1.0}, trainer.step)
+
+    def summary(self) -> list[str]:
+        if not self.latest:
+            return []
+        v = self.latest
+        return [
+            f"stability: D over-fitting r_t {v['stability/overfit/r_train']:.2f} on training reals vs "
+            f"{v['stability/overfit/r_heldout']:.2f} held out; D's input-gradient norm up to "
+            f"{v['stability/grad_norm/max']:.3g}"
+        ]
+
+
+def overfitting(
+    train: torch.Tensor, held_out: torch.Tensor, fake: torch.Tensor, threshold: float | None
+) -> dict[str, torch.Tensor]:
+    """r_t = E[sign(D(x) - t)] on training and held-out reals from per-image D scores (see StabilityHook)."""
+    t = (train.mean() + fake.mean()) / 2 if threshold is None else torch.as_tensor(threshold, device=train.device)
+    r_train, r_held = torch.sign(train - t).mean(), torch.sign(held_out - t).mean()
+    return {
+        "stability/overfit/r_train": r_train,
+        "stability/overfit/r_heldout": r_held,
+        "stability/overfit/gap": r_train - r_held,
+    }
+
+
+def spectrum_tags(D: nn.Module, top: int) -> dict[str, torch.Tensor]:
+    """``stability/spectrum/<layer>/top1..top<k>`` and ``.../mean_ratio`` for every conv and linear layer of D (the
+    weight its eval-mode forward uses, reshaped as spectral norm reshapes it)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, layer in D.named_modules():
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        weight = eval_weight(layer)
+        weight = weight.to(work_dtype(weight.dtype)).movedim(reshape_dim(layer), 0)
+        values = torch.linalg.svdvals(weight.reshape(weight.shape[0], -1))
+        key = f"stability/spectrum/{name.removeprefix('main.')}"
+        for i, value in enumerate(values[:top]):
+            out[f"{key}/top{i + 1}"] = value
+        out[f"{key}/mean_ratio"] = (values / values[0]).mean() if values[0] > 0 else values.new_zeros(())
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
@@ -390,6 +595,9 @@ class CheckpointHook(Hook):
             return
         if bool(trainer.nonfinite) and trainer.failing:
             log.warning("not saving a checkpoint: a loss was non-finite")  # the NaN guard has stopped the run
+            return
+        if trainer.stopped_by_divergence:
+            log.warning("not saving a checkpoint of the diverged state (step %d)", trainer.step)
             return
         # A diverged run that was not stopped by the NaN guard (guard off or not yet due, finished or stopped by a
         # signal) gets this far: save() raises NonFiniteLossError, so it ends with exit code 3 and writes nothing.

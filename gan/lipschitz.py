@@ -474,7 +474,7 @@ class LipschitzMonitor:
 
 
 # ------------------------------------------------------------------------------------ empirical lower bounds
-def _src(D: nn.Module, x: Tensor) -> Tensor:
+def adversarial_output(D: nn.Module, x: Tensor) -> Tensor:
     """The adversarial patch logits D.src(D.main(x)), without the domain head."""
     return D.src(D.main(x))
 
@@ -490,7 +490,7 @@ def input_gradient_norms(D: nn.Module, x: Tensor) -> Tensor:
     """Per-sample ||d sum(D_src(x_i)) / d x_i||_2, shape (B,), with D in eval mode (samples independent)."""
     with evaluating(D, grad=True):
         x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(_src(D, x).sum(), x)
+        (grad,) = torch.autograd.grad(adversarial_output(D, x).sum(), x)
     return grad.flatten(1).norm(dim=1)
 
 
@@ -532,7 +532,7 @@ def jacobian_spectral_norm(
         raise ValueError(f"n_iterations must be >= 1, got {n_iterations!r}")
     with evaluating(D, grad=True):
         x = x.detach()
-        out, vjp_fn = torch.func.vjp(lambda inp: _src(D, inp), x)
+        out, vjp_fn = torch.func.vjp(lambda inp: adversarial_output(D, inp), x)
         (v,) = vjp_fn(torch.ones_like(out))
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(0)
@@ -546,7 +546,7 @@ def jacobian_spectral_norm(
                 # torch's first forward-AD call scripts its jvp decompositions and warns that torch.jit.script is
                 # deprecated: a torch internal, nothing a user of this function can act on.
                 warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-                _, jv = torch.func.jvp(lambda inp: _src(D, inp), (x,), (v,))
+                _, jv = torch.func.jvp(lambda inp: adversarial_output(D, inp), (x,), (v,))
             best = torch.maximum(best, _sample_norms(jv))
             (v,) = vjp_fn(jv)
             v = torch.where((_sample_norms(v) == 0).view_as(zero), noise, v)  # J v = 0: restart from noise

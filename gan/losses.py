@@ -20,13 +20,17 @@ class AdversarialLoss:
 
     d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g: Callable[[torch.Tensor], torch.Tensor]
+    # The output that separates "real" from "fake" (for D's over-fitting signal r_t = E[sign(D(x) - threshold)]);
+    # None: the loss fixes no such level (a WGAN critic is defined up to a constant), use the midpoint of D's mean
+    # outputs on reals and fakes.
+    threshold: float | None = 0.0
 
 
 ADVERSARIAL_LOSSES: Registry[AdversarialLoss] = Registry("adversarial loss")
 
 ADVERSARIAL_LOSSES.add(
     "wgan",  # Wasserstein critic (StarGAN's choice, with the gradient penalty)
-    AdversarialLoss(d=lambda real, fake: fake.mean() - real.mean(), g=lambda fake: -fake.mean()),
+    AdversarialLoss(d=lambda real, fake: fake.mean() - real.mean(), g=lambda fake: -fake.mean(), threshold=None),
 )
 ADVERSARIAL_LOSSES.add(
     "hinge",  # SNGAN's choice for spectrally normalised critics
@@ -45,6 +49,7 @@ ADVERSARIAL_LOSSES.add(
     AdversarialLoss(
         d=lambda real, fake: 0.5 * ((real - 1) ** 2).mean() + 0.5 * (fake**2).mean(),
         g=lambda fake: 0.5 * ((fake - 1) ** 2).mean(),
+        threshold=0.5,
     ),
 )
 

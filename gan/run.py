@@ -38,10 +38,12 @@ from gan.build import (
     config_of_state,
     fit_classifier,
     generator_from_state,
+    hparam_metrics,
     inception_extractor,
     load_run_config,
     models_problem,
     real_features,
+    run_hparams,
     stats_cache_for,
     with_metric_options,
 )
@@ -49,6 +51,7 @@ from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
 from gan.data import IMAGE_SUFFIXES, DataBundle, image_transform, list_images, load_rgb
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason
+from gan.hparams import experiment_summary, session_end_summary, session_start_summary
 from gan.interrupt import clear_stop, request_stop, stop_requested
 from gan.labels import LabelSpace
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier
@@ -58,8 +61,8 @@ from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, sa
 from gan.metrics.inception import find_weights
 from gan.metrics.kid import kernel_inception_distance
 from gan.models.modes import evaluating
-from gan.trainer import NonFiniteLossError, Trainer, lr_factor
-from gan.writers import RunWriter
+from gan.trainer import DivergedError, Trainer, lr_factor
+from gan.writers import RunWriter, last_values
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +366,7 @@ def train(
     ``resume``: None (a new run; a folder that already holds checkpoints is refused), ``"auto"`` (the newest
     checkpoint of ``run_dir``, or the only run under ``runs/``; a new run if there is none), a run folder or a
     checkpoint file. The run folder is created only once data and models are built, and removed again (with any
-    parent it made) if the run fails before training begins. Raises NonFiniteLossError when a loss diverges (the
+    parent it made) if the run fails before training begins. Raises DivergedError when training diverges (the
     last good checkpoint is kept) and UserError subclasses for bad input; Ctrl-C/SIGTERM end the run with a
     checkpoint. ``<run_dir>/status.json`` says how the run ended: completed, interrupted, diverged or failed (with
     the step and the reason). ``announce`` receives the few lines a user should see at once (default: the log).
@@ -401,16 +404,16 @@ def train(
         if new_folder is not None and not started:
             shutil.rmtree(new_folder, ignore_errors=True)  # a failed start leaves nothing behind
         elif run_dir.is_dir():
-            write_status(run_dir, _ending(exc), trainer.step, one_line(exc))
+            write_status(run_dir, _ending(exc), trainer.step, one_line(exc), trainer.divergence)
         raise
     finally:
         clear_stop()  # a stop request ends this run only, not later work in the same process
-    write_status(run_dir, "completed" if result.completed else "interrupted", result.step)
+    write_status(run_dir, "completed" if result.completed else "interrupted", result.step, "", trainer.divergence)
     return result
 
 
 def _ending(exc: BaseException) -> str:
-    if isinstance(exc, NonFiniteLossError):
+    if isinstance(exc, DivergedError):
         return "diverged"
     return "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
 
@@ -418,9 +421,25 @@ def _ending(exc: BaseException) -> str:
 STATUS = "status.json"
 
 
-def write_status(run_dir: Path, status: str, step: int, reason: str = "") -> None:
-    """``<run>/status.json``: how the run ended (completed, interrupted, diverged or failed), at which step, why."""
-    payload = {"status": status, "step": int(step), "reason": reason, "time": time.time()}
+def write_status(
+    run_dir: Path, status: str, step: int, reason: str = "", divergence: dict[str, Any] | None = None
+) -> None:
+    """``<run>/status.json``: how the run ended (completed, interrupted, diverged or failed), at which step, why;
+    ``divergence`` ({step, reason} of the first divergence signal, also when hooks.stability.stop let the run go on,
+    else null) and ``final``: the last logged value of every ``eval/*`` and ``stability/*`` tag."""
+    final = {
+        tag: value
+        for tag, (_, value) in last_values(run_dir / "scalars.jsonl").items()
+        if tag.startswith(("eval/", "stability/"))
+    }
+    payload = {
+        "status": status,
+        "step": int(step),
+        "reason": reason,
+        "divergence": divergence,
+        "final": final,
+        "time": time.time(),
+    }
     tmp = run_dir / f".{STATUS}.tmp"
     tmp.write_text(json.dumps(payload) + "\n", encoding="utf-8")
     tmp.replace(run_dir / STATUS)
@@ -461,9 +480,16 @@ def _train_in(
             if state is not None:
                 trainer.load_hook_states(state.get("hooks", {}))
             say(f"run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})")
+            _log_run_info(cfg, writer, run_dir, trainer.step, fresh=state is None, has_paired=data.paired is not None)
             with _stop_on_signals(handle_signals):
                 started.append(True)
-                trainer.fit()
+                try:
+                    trainer.fit()
+                except Exception:
+                    writer.summary(session_end_summary(success=False), trainer.step)  # diverged or failed
+                    raise
+            if trainer.completed:
+                writer.summary(session_end_summary(success=trainer.divergence is None), trainer.step)
         finally:
             writer.close()
     saved = latest(run_dir / "checkpoints")
@@ -472,6 +498,20 @@ def _train_in(
     for hook in trainer.hooks:
         summary += hook.summary()
     return RunResult(run_dir, trainer.step, trainer.completed, path, summary)
+
+
+def _log_run_info(cfg: Config, writer: RunWriter, run_dir: Path, step: int, fresh: bool, has_paired: bool) -> None:
+    """The resolved config as TensorBoard text, and (for a new run) the hparams session start in the run's own event
+    file; a run outside a study writes its own hparams experiment too (a sweep writes the study's, see gan.sweep)."""
+    text = "\n".join(f"    {line}" for line in dump_config(cfg).splitlines())  # a Markdown code block
+    writer.text("config", text, step)
+    if not fresh:
+        return  # the session started with the run; its events before the checkpoint are kept
+    hparams = run_hparams(cfg)
+    if not cfg.study.name:
+        domains = {name: [value] for name, value in hparams.items()}
+        writer.summary(experiment_summary(domains, hparam_metrics(cfg, has_paired), f"run {run_dir.name}"))
+    writer.summary(session_start_summary(hparams, group=run_dir.parent.name if cfg.study.name else ""))
 
 
 # ------------------------------------------------------------------------------------------------ trained models

@@ -13,6 +13,15 @@ A sweep file (validated as strictly as configs; every run's config is validated 
       A: {train.g_lr: 1.0e-4, train.n_critic: 5}
     seeds: [0, 1, 2]                 # train.seed of each repetition
 
+``settings`` may instead hold several named axes, crossed with each other and the grid (cell names
+``constraint=sn+adam=A+...``)::
+
+    settings:
+      constraint: {sn: {loss.lambda_gp: 0.0}, gp: {model.discriminator.spectral_norm.enabled: false}}
+      adam: {A: {train.d_lr: 1.0e-4}, D: {train.d_lr: 1.0e-3}}
+
+(a group whose keys are all dotted config keys is one named setting; one whose values are all such groups is an axis).
+
 Runs live in ``<study>/<cell>/seed<k>/``; ``<study>/sweep.yaml`` keeps the expanded plan. Each run's ``status.json``
 (written by gan.run.train) says how it ended; running the sweep again skips completed and diverged runs and resumes
 the others.
@@ -20,6 +29,7 @@ the others.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -38,10 +48,12 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from gan.build import load_run_config
+from gan.build import hparam_metrics, load_run_config, run_hparams
 from gan.config import read_yaml
 from gan.errors import ConfigError
+from gan.hparams import experiment_summary
 from gan.run import read_status
+from gan.writers import write_summaries
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +88,8 @@ class Sweep:
     configs: tuple[str, ...]
     runs: tuple[PlannedRun, ...]
     study_dir: Path
+    hparams: dict[str, list[Any]] = field(default_factory=dict)  # every hparam with the values the runs give it
+    metrics: tuple[str, ...] = ()  # the metric tags of the study's HPARAMS tab
 
     def plan(self) -> dict[str, Any]:
         """The expanded plan, as written to ``<study>/sweep.yaml``."""
@@ -93,7 +107,7 @@ class Sweep:
 # ---------------------------------------------------------------------------------------------------- loading
 def _yaml_text(value: Any) -> str:
     """A value as ``--set`` text that reads back to the same value (YAML flow style, one line)."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000, sort_keys=False).strip()
     return text.removesuffix("\n...").strip()
 
 
@@ -148,10 +162,7 @@ def load_sweep(path: str | Path, study_dir: str | Path | None = None, extra: Seq
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid: {key}: expected a non-empty list of values, got {values!r}")
-    for label, group in settings.items():
-        _mapping(group, f"settings: {label}", path)
-        if not re.fullmatch(r"[A-Za-z0-9._-]+", str(label)):
-            raise ConfigError(f"{path}: settings: {label!r} must be a folder-name-safe label")
+    axes = _setting_axes(settings, path)
     if not grid and not settings:
         raise ConfigError(f"{path}: grid: empty: name at least one config key with its values (or settings)")
     seeds = data.get("seeds", [0])
@@ -160,38 +171,70 @@ def load_sweep(path: str | Path, study_dir: str | Path | None = None, extra: Seq
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{path}: seeds: {seeds!r} repeats a seed")
     study = Path(study_dir) if study_dir is not None else Path("runs") / name
-    runs = _expand(path, common, grid, settings, seeds, study, list(extra))
+    runs = _expand(path, common, grid, axes, seeds, study, list(extra))
     sweep = Sweep(name, path, tuple(configs), tuple(runs), study)
-    _validate(sweep, path)
-    return sweep
+    return _validate(sweep, path)
+
+
+def _safe_label(label: Any, where: str, path: Path) -> str:
+    if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", label):
+        raise ConfigError(f"{path}: {where}: {label!r} must be a folder-name-safe label (letters, digits, . _ -)")
+    return label
+
+
+def _setting_axes(settings: dict[str, Any], path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """``settings`` as named axes {axis: {label: overrides}}: one axis called ``setting`` for the flat form."""
+
+    def is_group(value: Any) -> bool:  # a named setting: a mapping of dotted config keys
+        return isinstance(value, dict) and all(isinstance(k, str) and "." in k for k in value)
+
+    if not settings:
+        return {}
+    if all(is_group(group) for group in settings.values()):
+        settings = {"setting": settings}
+    axes: dict[str, dict[str, dict[str, Any]]] = {}
+    for axis, groups in settings.items():
+        _safe_label(axis, "settings", path)
+        if not isinstance(groups, dict) or not groups or not all(is_group(g) for g in groups.values()):
+            raise ConfigError(
+                f"{path}: settings: {axis}: expected a mapping of config keys to values (a named setting) or of "
+                f"labels to such mappings (an axis), got {groups!r}"
+            )
+        axes[axis] = {_safe_label(label, f"settings: {axis}", path): dict(g) for label, g in groups.items()}
+    return axes
 
 
 def _expand(
     path: Path,
     common: dict[str, Any],
     grid: dict[str, list[Any]],
-    settings: dict[str, dict[str, Any]],
+    axes: dict[str, dict[str, dict[str, Any]]],
     seeds: list[int],
     study: Path,
     extra: list[str],
 ) -> list[PlannedRun]:
     short = _short_names(list(grid))
-    labels: list[str | None] = list(settings) or [None]
+    # What every run shows as hparams in TensorBoard: all config keys the study varies (and the setting labels).
+    varied_keys = sorted({k for groups in axes.values() for g in groups.values() for k in g} | set(grid))
     runs, seen = [], {}
-    for label in labels:
+    for labels in itertools.product(*(list(groups) for groups in axes.values())):
+        named = dict(zip(axes, labels))
         for values in itertools.product(*grid.values()):
             chosen = dict(zip(grid, values))
-            parts = ([f"setting={label}"] if label is not None else []) + [
-                f"{short[k]}={_value_name(v)}" for k, v in chosen.items()
-            ]
+            parts = [f"{axis}={label}" for axis, label in named.items()]
+            parts += [f"{short[k]}={_value_name(v)}" for k, v in chosen.items()]
             cell = "+".join(parts)
-            overrides = {**common, **(settings[label] if label is not None else {}), **chosen}
+            overrides = dict(common)
+            for axis, label in named.items():
+                overrides.update(axes[axis][label])
+            overrides.update(chosen)
             signature = json.dumps(overrides, sort_keys=True, default=str)
             if cell in seen or signature in seen.values():
                 raise ConfigError(f"{path}: duplicate cell {cell!r} (the same values twice in the grid or settings)")
             seen[cell] = signature
-            texts = [f"{k}={_yaml_text(v)}" for k, v in overrides.items()]
-            varied = {**({"setting": label} if label is not None else {}), **chosen}
+            varied = {**named, **chosen}
+            study_keys = {"study.name": study.name, "study.labels": named, "study.hparams": varied_keys}
+            texts = [f"{k}={_yaml_text(v)}" for k, v in {**overrides, **study_keys}.items()]
             for seed in seeds:
                 runs.append(
                     PlannedRun(cell, seed, study / cell / f"seed{seed}", (*texts, *extra, f"train.seed={seed}"), varied)
@@ -199,18 +242,34 @@ def _expand(
     return runs
 
 
-def _validate(sweep: Sweep, path: Path) -> None:
-    """Every run's config must load; an error names the sweep file and the run's cell."""
+def _validate(sweep: Sweep, path: Path) -> Sweep:
+    """Every run's config must load; an error names the sweep file and the run's cell. Returns the sweep with the
+    union of its runs' hparams and metric tags (for the study's HPARAMS experiment)."""
     checked: set[tuple[str, ...]] = set()
+    domains: dict[str, list[Any]] = {}
+    metrics: dict[str, None] = {}
     for run in sweep.runs:
         key = run.overrides[:-1]  # the seed does not change what is valid
         if key in checked:
+            domains.setdefault("train.seed", []).append(run.seed)
             continue
         checked.add(key)
         try:
-            load_run_config(list(sweep.configs), list(run.overrides))
+            cfg = load_run_config(list(sweep.configs), list(run.overrides))
         except ConfigError as exc:
             raise ConfigError(f"{path}: cell {run.cell}: {exc}") from None
+        for name, value in run_hparams(cfg).items():
+            domains.setdefault(name, []).append(value)
+        metrics.update(dict.fromkeys(hparam_metrics(cfg, has_paired=cfg.data.source == "synthetic")))
+    domains = {name: list(dict.fromkeys(values)) for name, values in domains.items()}
+    return dataclasses.replace(sweep, hparams=domains, metrics=tuple(metrics))
+
+
+def write_experiment(sweep: Sweep) -> Path:
+    """The study's hparams experiment (every key with its values, the metric tags) in the study folder, so that
+    ``tensorboard --logdir <study>`` shows one HPARAMS table over all runs; replaces the one written before."""
+    description = f"study {sweep.name} ({len(sweep.runs)} runs, from {sweep.path})"
+    return write_summaries(sweep.study_dir, [experiment_summary(sweep.hparams, sweep.metrics, description)], ".hparams")
 
 
 # ---------------------------------------------------------------------------------------------------- running
@@ -246,6 +305,7 @@ def run_sweep(
     if workers < 1:
         raise ConfigError(f"--workers: must be at least 1, got {workers}")
     write_plan(sweep)
+    write_experiment(sweep)
     todo = [run for run in sweep.runs if run_status(run) not in FINAL]
     threads = threads_per_worker(workers)
     start = runner or (lambda run, n: _run_process(sweep, run, n))

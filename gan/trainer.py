@@ -41,7 +41,11 @@ class Hook(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class NonFiniteLossError(RuntimeError):
+class DivergedError(RuntimeError):
+    """Training diverged (see :meth:`Trainer.declare_divergence`); it stopped and the last good checkpoint is kept."""
+
+
+class NonFiniteLossError(DivergedError):
     """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
 
 
@@ -91,6 +95,7 @@ class StepResult:
 
     d: dict[str, torch.Tensor] = field(default_factory=dict)
     g: dict[str, torch.Tensor] = field(default_factory=dict)
+    critic_gap: torch.Tensor | None = None  # mean D(real) - mean D(fake) of the latest D step (adversarial outputs)
 
 
 @dataclass(frozen=True)
@@ -144,9 +149,13 @@ class Trainer:
         self.last = StepResult()
         # Accumulates "some loss was non-finite" on the device, so the NaN guard needs no per-step sync.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        # The largest |critic gap| since the NaN guard last looked (on the device too; the guard resets it).
+        self.max_gap = torch.zeros((), device=device)
+        self.divergence: dict[str, Any] | None = None  # {"step", "reason"} once a divergence signal fired
         self.completed = False  # set when fit() ends: True if it ran to settings.steps without a stop or an error
         self.torn = False  # set when an exception interrupted a step half-way: that state must never be saved
         self.failing = False  # set while an exception propagates out of fit() (the hooks' end-of-run work sees it)
+        self.stopped_by_divergence = False  # set when that exception is a DivergedError: this state is not kept
 
     # ------------------------------------------------------------------------------------------------- set-up
     def _make_ema(self) -> nn.Module | None:
@@ -197,6 +206,9 @@ class Trainer:
         with torch.no_grad():
             x_fake = self.G(x_real, self.domain_vector(label_trg))
         out_fake, _ = self.D(x_fake)
+        gap = (out_real.detach().mean() - out_fake.detach().mean()).float()
+        self.last.critic_gap = gap
+        self.max_gap = torch.maximum(self.max_gap, gap.abs())
         parts = {
             "adv": self.adv.d(out_real, out_fake),
             "cls": classification_loss(cls_real, label_org, self.data.multi_label),
@@ -251,6 +263,18 @@ class Trainer:
         """The generator used for samples and evaluation: the EMA copy when enabled."""
         return self.G_ema if self.G_ema is not None else self.G
 
+    def declare_divergence(self, reason: str, stop: bool) -> None:
+        """Record that training diverged (the first signal wins: its step and reason go into the checkpoint and the
+        run's status). With ``stop`` raise DivergedError: the run ends, no checkpoint of this state is written."""
+        if self.divergence is None:
+            self.divergence = {"step": self.step, "reason": reason}
+            log.warning("diverged at step %d: %s", self.step, reason)
+        if stop:
+            raise DivergedError(
+                f"diverged at step {self.divergence['step']}: {self.divergence['reason']}; training stopped, the last "
+                "good checkpoint was kept"
+            )
+
     # ---------------------------------------------------------------------------------------------------- fit
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         """One iteration: a D step, and every ``n_critic`` iterations a G step (as StarGAN counts them)."""
@@ -296,8 +320,9 @@ class Trainer:
             completed = not stop_requested()
         except StopRequested:
             log.info("stop requested at step %d (during a hook)", self.step)
-        except BaseException:
+        except BaseException as exc:
             self.torn, self.failing = in_step, True
+            self.stopped_by_divergence = isinstance(exc, DivergedError)
             raise
         finally:
             # Hooks may skip slow end-of-run work (final evaluations) when the run was stopped or failed, so that
@@ -348,6 +373,7 @@ class Trainer:
             "sched_G": self.sched_G.state_dict(),
             "sched_D": self.sched_D.state_dict(),
             "rng": rng,
+            "divergence": self.divergence,
             "hooks": self.hook_states(),
         }
 
@@ -365,6 +391,7 @@ class Trainer:
         for name, opt, sched, net in (("G", self.opt_G, self.sched_G, self.G), ("D", self.opt_D, self.sched_D, self.D)):
             _load_optimizer(opt, sched, net, state[f"opt_{name}"], state[f"sched_{name}"], name)
         self.step = int(state["step"])
+        self.divergence = state.get("divergence")
         torch.set_rng_state(state["rng"]["torch"])
         version, internal, gauss = state["rng"]["python"]
         random.setstate((version, tuple(internal), gauss))

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -39,6 +40,14 @@ class RunWriter:
     def image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """Log one (3, H, W) image with values in [0, 1]."""
         self.tb.add_image(tag, image.detach().float().cpu().clamp(0, 1), step)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """Markdown text (TensorBoard's TEXT tab)."""
+        self.tb.add_text(tag, text, step)
+
+    def summary(self, summary: Summary, step: int = 0) -> None:
+        """A ready-made summary proto (gan.hparams) into this run's own event file."""
+        self.tb._get_file_writer().add_summary(summary, step)
 
     def custom_scalars(self, layout: dict[str, dict[str, list[object]]]) -> None:
         """Group tags into charts in TensorBoard's Custom Scalars dashboard ({category: {title: [kind, tags]}})."""
@@ -72,3 +81,57 @@ def purge_jsonl(path: Path, purge_step: int) -> int:
         tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
         tmp.replace(path)
     return dropped
+
+
+def read_scalars(path: Path) -> dict[str, dict[int, float]]:
+    """Every tag of a ``scalars.jsonl`` as {step: value}, sorted by step. Robust to what runs leave behind: an
+    unreadable or torn line is skipped, a step logged twice (a run resumed from files older than its purge) keeps the
+    value written last, and the strings "nan"/"inf"/"-inf" (how non-finite values are written) become floats."""
+    out: dict[str, dict[int, float]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        try:
+            row = json.loads(line)
+            step = int(row["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(row, dict):
+            continue
+        for tag, value in row.items():
+            if tag in ("step", "time"):
+                continue
+            try:
+                out.setdefault(tag, {})[step] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return {tag: dict(sorted(series.items())) for tag, series in out.items()}
+
+
+def last_values(path: Path) -> dict[str, tuple[int, float | str]]:
+    """{tag: (step, value)} at each tag's highest step; non-finite values as strings (JSON has no NaN)."""
+    out: dict[str, tuple[int, float | str]] = {}
+    for tag, series in read_scalars(path).items():
+        step, value = next(reversed(series.items()))
+        out[tag] = (step, value if math.isfinite(value) else str(value))
+    return out
+
+
+def write_summaries(folder: Path, summaries: list[Summary], suffix: str) -> Path:
+    """One event file in ``folder`` holding ``summaries`` (at step 0), named ``events.out.tfevents.*<suffix>``;
+    earlier files with the same suffix are removed once the new one is complete (TensorBoard reads every file)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    old = set(folder.glob(f"events.out.tfevents.*{suffix}"))
+    writer = SummaryWriter(log_dir=str(folder), filename_suffix=suffix)
+    try:
+        for summary in summaries:
+            writer._get_file_writer().add_summary(summary, 0)
+    finally:
+        writer.close()
+    new = set(folder.glob(f"events.out.tfevents.*{suffix}")) - old
+    for path in old - new:
+        path.unlink(missing_ok=True)
+    return next(iter(new))

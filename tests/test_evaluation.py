@@ -457,7 +457,7 @@ def test_to_dict_is_json():
     assert (out["paired_l1"], out["paired_psnr"]) == (0.25, 18.5)
     assert out["domains"]["outline"] == {
         "fid": 20.0, "kid_mean": 0.3, "kid_std": 0.02, "accuracy": 1.0, "num_fake": 2, "num_real": 6,
-        "kid_subset_size": 2,
+        "kid_subset_size": 2, "diversity": None,
     }  # fmt: skip
 
 

@@ -11,7 +11,8 @@ GAN = Path(__file__).resolve().parent.parent / "gan"
 
 # Layers, bottom to top. A module may import gan modules of its own layer or a lower one, never a higher one.
 LAYERS = [
-    {"gan.errors", "gan.registry", "gan.interrupt", "gan.labels", "gan.checkpoint"},  # checkpoint: atomic files
+    # checkpoint: atomic files; hparams: TensorBoard protos
+    {"gan.errors", "gan.registry", "gan.interrupt", "gan.labels", "gan.checkpoint", "gan.hparams"},
     {"gan.norms", "gan.spectral", "gan.models", "gan.data", "gan.losses", "gan.metrics", "gan.lipschitz"},
     {"gan.config"},  # knows the layers' registries (names to validate), never builds anything
     {"gan.trainer", "gan.hooks", "gan.writers"},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,7 @@ class DomainScores:
     num_fake: int
     num_real: int
     kid_subset_size: int = 0  # min(metrics.kid_subset_size, num_fake, num_real)
+    diversity: float | None = None  # tr Cov(fake features) / tr Cov(real features): near 0 = collapsed translations
 
 
 @dataclass
@@ -134,6 +136,10 @@ class TranslationScores:
             out[f"eval/{kd}/mean"] = self.kid_mean
         if self.domain_accuracy is not None:
             out["eval/domain_accuracy"] = self.domain_accuracy
+        diversity = {d: s.diversity for d, s in self.domains.items() if s.diversity is not None}
+        if diversity:
+            out.update({f"stability/diversity/{d}": value for d, value in diversity.items()})
+            out["stability/diversity/min"] = min(diversity.values())
         return out  # paired L1/PSNR have their own hook (hooks.paired_l1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -211,7 +217,7 @@ def evaluate_translations(
     for d, name in enumerate(data.domains):
         fake = translate_into(G, data, d, num_images, device, batch_size, classifier)
         accuracy = None if fake.correct is None else float(fake.correct.double().mean())
-        fid = kid = None
+        fid = kid = diversity = None
         n_real = subset = 0
         if extractor is not None and real_features is not None:
             f_fake = features_of(extractor, fake.images.split(batch_size), len(fake.images), f"fake {name}", progress)
@@ -224,13 +230,25 @@ def evaluate_translations(
                 )
             subset = min(kid_subset_size, len(f_fake), n_real)
             kid = kernel_inception_distance(f_fake, f_real, subsets=kid_subsets, subset_size=subset)
-            fid = frechet_distance(*feature_statistics(f_fake), *feature_statistics(f_real))
+            (mu_f, cov_f), (mu_r, cov_r) = feature_statistics(f_fake), feature_statistics(f_real)
+            fid = frechet_distance(mu_f, cov_f, mu_r, cov_r)
+            diversity = diversity_ratio(cov_f, cov_r)
         scores.domains[name] = DomainScores(
-            fid, kid[0] if kid else None, kid[1] if kid else None, accuracy, len(fake.images), n_real, subset
+            fid, kid[0] if kid else None, kid[1] if kid else None, accuracy, len(fake.images), n_real, subset, diversity
         )
     if data.paired is not None:
         scores.paired_l1, scores.paired_psnr = paired_scores(G, data.paired, device, num_images)
     return scores
+
+
+def diversity_ratio(cov_fake: np.ndarray, cov_real: np.ndarray) -> float:
+    """How spread the translations into a domain are relative to its real images, on the same features: the ratio of
+    the total variances tr Cov. About 1 for translations as varied as the data; towards 0 as G maps different inputs
+    to the same output (collapse). Real features without variance give inf (any spread) or nan (none at all)."""
+    fake, real = float(np.trace(cov_fake)), float(np.trace(cov_real))
+    if real > 0:
+        return fake / real
+    return math.inf if fake > 0 else math.nan
 
 
 def paired_scores(G: nn.Module, paired: PairedSet, device: torch.device, num_images: int) -> tuple[float, float]:
