@@ -305,7 +305,7 @@ def obtain_classifier(
 ) -> nn.Module:
     """The run's domain classifier (``<run_dir>/classifier.pt``): loaded if present, else trained on the real
     training images with ``cfg.metrics.classifier`` and saved there. A file for other domains is an error."""
-    path = classifier_path(run_dir)
+    path = run_classifier_path(cfg, run_dir)
     provenance = classifier_provenance(cfg)
     if path.is_file():
         model, meta = load_classifier(path, device)
@@ -327,8 +327,16 @@ def obtain_classifier(
 
 
 def classifier_provenance(cfg: Config) -> dict[str, Any]:
-    """What a run's domain classifier depends on: the selected images and the ``metrics.classifier`` settings."""
-    return {"dataset": dataset_id(cfg.data), "settings": dataclasses.asdict(cfg.metrics.classifier)}
+    """What a run's domain classifier depends on: the selected images and the ``metrics.classifier`` settings
+    (not where the file lives)."""
+    settings = dataclasses.asdict(cfg.metrics.classifier)
+    settings.pop("path")
+    return {"dataset": dataset_id(cfg.data), "settings": settings}
+
+
+def run_classifier_path(cfg: Config, run_dir: Path) -> Path:
+    """Where a run's domain classifier lives: ``metrics.classifier.path`` (shared by runs), else in the run."""
+    return Path(cfg.metrics.classifier.path) if cfg.metrics.classifier.path else classifier_path(run_dir)
 
 
 def eval_setup(cfg: Config, run_dir: Path) -> Callable[[Trainer], EvalParts]:
@@ -339,7 +347,7 @@ def eval_setup(cfg: Config, run_dir: Path) -> Callable[[Trainer], EvalParts]:
         # A missing Inception file is found before minutes go into training the classifier.
         inception = inception_extractor(cfg, trainer.device) if kind == "inception" else None
         classifier = obtain_classifier(run_dir, trainer.data, cfg, trainer.device, cfg.train.progress)
-        source = str(classifier_path(run_dir))
+        source = str(run_classifier_path(cfg, run_dir))
         extractor = inception or build_extractor(kind, cfg, trainer.device, classifier, source)
         cache = stats_cache_for(cfg, extractor)
         return classifier, extractor, real_features(cfg, trainer.data, extractor, cfg.hooks.fid.num_images, cache)

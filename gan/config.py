@@ -256,6 +256,7 @@ class ClassifierMetricConfig:
     lr: float = _opt(1e-3, min=0.0)
     width: int = _opt(32, min=1)
     seed: int = _opt(0, min=0)
+    path: str = ""
 
 
 @dataclass(frozen=True)

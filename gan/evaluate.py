@@ -1,14 +1,16 @@
 """``evaluate.py`` subcommands: ``fid``, ``kid`` (two image folders, or a checkpoint's translations per target
-domain), ``accuracy`` and ``train-classifier`` (domain accuracy), ``translate`` (apply a model to your images) and
-``paired-l1`` (synthetic ground truth)."""
+domain), ``accuracy`` and ``train-classifier`` (domain accuracy), ``translate`` (apply a model to your images),
+``paired-l1`` (synthetic ground truth) and ``compare`` (groups of runs over seeds: gan.compare)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from gan.compare import compare, find_runs, report_text, write_report
 from gan.errors import UserError
 from gan.metrics.evaluation import TranslationScores
 from gan.run import (
@@ -92,7 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--num-images", type=int, default=256)
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    c = sub.add_parser(
+        "compare",
+        help="compare groups of runs (every config value but the seed) over seeds: report, tests, plots",
+        description="Group run folders (or every run below study folders) by config minus train.seed and compare "
+        "their metric: final value over seeds (mean, std, 95%% interval), divergence, best, curve mean, steps to "
+        "a threshold, s/step, Welch's test against a baseline group.",
+    )
+    c.add_argument("paths", nargs="+", metavar="PATH", help="run folders or study folders")
+    c.add_argument("--metric", help="scalar tag (default: eval/fid/mean, else eval/classifier_fd/mean, else paired L1)")
+    c.add_argument("--mode", choices=["min", "max"], help="which end is better (default: max for accuracy/PSNR)")
+    c.add_argument("--baseline", metavar="GROUP", help="the group the others are tested against (default: first)")
+    c.add_argument("--threshold", type=float, help="for steps-to-threshold (default: the baseline's final mean)")
+    c.add_argument("--tolerance", type=float, default=0.02, help="relative gap counted as seed noise (default 0.02)")
+    c.add_argument("--out", type=Path, metavar="DIR", help="write report.md, report.csv, report.json and PNG plots")
+    c.add_argument("--json", action="store_true", help="print the report as a JSON object")
     return p
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    if args.tolerance < 0:
+        raise UserError(f"--tolerance: must be >= 0, got {args.tolerance}")
+    report = compare(args.paths, args.metric, args.mode, args.baseline, args.threshold, args.tolerance)
+    if args.out is not None:
+        written = write_report(report, find_runs(args.paths), args.out)
+        print(f"wrote {', '.join(p.name for p in written)} to {args.out}", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else report_text(report), end="" if not args.json else "\n")
+    return 0
 
 
 def _checkpoint_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -260,6 +288,7 @@ COMMANDS = {
     "kid": kid_command,
     "accuracy": accuracy_command,
     "train-classifier": train_classifier_command,
+    "compare": compare_command,
 }
 
 

@@ -511,11 +511,12 @@ class StabilityHook(Hook):
         values.update({k.replace("lipschitz/D/", "stability/"): v for k, v in grads.items()})
         values["stability/grad_norm/max"] = torch.stack(list(grads.values())).max()
         values.update(spectrum_tags(D, self.spectrum_top))
-        values["stability/diverged"] = float(trainer.divergence is not None)
+        worst = float(values["stability/grad_norm/max"])
+        exploded = bool(self.grad_norm_limit) and not worst <= self.grad_norm_limit  # nan counts as exploded
+        values["stability/diverged"] = float(trainer.divergence is not None or exploded)
         self.writer.scalars(values, trainer.step)
         self.latest = {k: float(v) for k, v in values.items() if not k.startswith("stability/spectrum/")}
-        worst = self.latest["stability/grad_norm/max"]
-        if self.grad_norm_limit and not worst <= self.grad_norm_limit:  # nan counts as exploded
+        if exploded:
             trainer.declare_divergence(
                 f"D's input-gradient norm {worst:.4g} exceeds hooks.stability.grad_norm_limit {self.grad_norm_limit:g}",
                 self.stop,

@@ -43,6 +43,7 @@ from gan.build import (
     load_run_config,
     models_problem,
     real_features,
+    run_classifier_path,
     run_hparams,
     stats_cache_for,
     with_metric_options,
@@ -594,10 +595,11 @@ def evaluate_checkpoint(
     if n < 2:
         raise UserError(f"--num-images: FID needs at least 2 images per domain, got {n}")
     need = metric == "accuracy" or extractor == "classifier"
+    classifier = classifier or run_classifier_path(cfg, run_dir_of(checkpoint))
     model = run_classifier(checkpoint, data.space, cfg.data.image_size, dev, classifier, required=need)
     feats = reals = None
     if metric != "accuracy":
-        source = str(classifier or classifier_path(run_dir_of(checkpoint)))
+        source = str(classifier)
         feats = build_extractor(extractor, cfg, dev, model, source)
         store = stats_cache_for(cfg, feats) if cache else None
         reals = real_features(cfg, data, feats, n, store, progress=progress)

@@ -21,6 +21,8 @@ A sweep file (validated as strictly as configs; every run's config is validated 
       adam: {A: {train.d_lr: 1.0e-4}, D: {train.d_lr: 1.0e-3}}
 
 (a group whose keys are all dotted config keys is one named setting; one whose values are all such groups is an axis).
+``{study}`` in a text value stands for the study folder, e.g. ``metrics.classifier.path: "{study}/classifier.pt"``:
+one domain classifier trained once and shared by every run of the study.
 
 Runs live in ``<study>/<cell>/seed<k>/``; ``<study>/sweep.yaml`` keeps the expanded plan. Each run's ``status.json``
 (written by gan.run.train) says how it ended; running the sweep again skips completed and diverged runs and resumes
@@ -122,7 +124,7 @@ def _value_name(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
 
 
-def _short_names(keys: list[str]) -> dict[str, str]:
+def short_names(keys: list[str]) -> dict[str, str]:
     """Each key by its last dotted parts, as few as keep them apart (``lambda_gp``, ``spectral_norm.enabled``)."""
     out = {}
     for key in keys:
@@ -213,7 +215,7 @@ def _expand(
     study: Path,
     extra: list[str],
 ) -> list[PlannedRun]:
-    short = _short_names(list(grid))
+    short = short_names(list(grid))
     # What every run shows as hparams in TensorBoard: all config keys the study varies (and the setting labels).
     varied_keys = sorted({k for groups in axes.values() for g in groups.values() for k in g} | set(grid))
     runs, seen = [], {}
@@ -228,6 +230,8 @@ def _expand(
             for axis, label in named.items():
                 overrides.update(axes[axis][label])
             overrides.update(chosen)
+            # "{study}" in a text value is the study folder (a file shared by its runs, say).
+            overrides = {k: v.replace("{study}", str(study)) if isinstance(v, str) else v for k, v in overrides.items()}
             signature = json.dumps(overrides, sort_keys=True, default=str)
             if cell in seen or signature in seen.values():
                 raise ConfigError(f"{path}: duplicate cell {cell!r} (the same values twice in the grid or settings)")

@@ -18,7 +18,7 @@ LAYERS = [
     {"gan.trainer", "gan.hooks", "gan.writers"},
     {"gan.build"},
     {"gan.run"},
-    {"gan.sweep"},
+    {"gan.sweep", "gan.compare"},
     {"gan.evaluate", "gan.cli"},
 ]
 # Imports allowed inside functions: (module, imported name) -> why.
