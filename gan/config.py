@@ -332,6 +332,11 @@ def _is_free_dict(section: dict[str, Any], key: str) -> bool:
     return key.endswith("_options")
 
 
+def config_keys() -> list[str]:
+    """Every dotted config key (``train.seed``, ``model.generator.norm_options``, ...)."""
+    return _all_keys(Config)
+
+
 def _all_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     hints = typing.get_type_hints(cls)

@@ -32,6 +32,7 @@ the others.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import json
 import logging
@@ -51,7 +52,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from gan.build import hparam_metrics, load_run_config, run_hparams
-from gan.config import read_yaml
+from gan.config import config_keys, read_yaml
 from gan.errors import ConfigError
 from gan.hparams import experiment_summary
 from gan.run import read_status
@@ -165,6 +166,11 @@ def load_sweep(path: str | Path, study_dir: str | Path | None = None, extra: Seq
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid: {key}: expected a non-empty list of values, got {values!r}")
     axes = _setting_axes(settings, path)
+    _check_keys(
+        path,
+        [("set", common), ("grid", grid)]
+        + [(f"settings: {axis}: {label}", group) for axis, groups in axes.items() for label, group in groups.items()],
+    )
     if not grid and not settings:
         raise ConfigError(f"{path}: grid: empty: name at least one config key with its values (or settings)")
     seeds = data.get("seeds", [0])
@@ -182,6 +188,18 @@ def _safe_label(label: Any, where: str, path: Path) -> str:
     if not isinstance(label, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", label):
         raise ConfigError(f"{path}: {where}: {label!r} must be a folder-name-safe label (letters, digits, . _ -)")
     return label
+
+
+def _check_keys(path: Path, sections: list[tuple[str, dict[str, Any]]]) -> None:
+    """Every key a sweep sets must be a config key (caught here, before it reaches another cell's study.hparams)."""
+    known = config_keys()
+    free = tuple(f"{k}." for k in known if k.endswith(("_options", ".labels")))  # their own keys are free-form
+    for where, values in sections:
+        for key in values:
+            if key not in known and not key.startswith(free):
+                hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"{path}: {where}: unknown key {key!r}{extra}")
 
 
 def _setting_axes(settings: dict[str, Any], path: Path) -> dict[str, dict[str, dict[str, Any]]]:

@@ -42,6 +42,27 @@ def test_expansion_cells_settings_seeds_and_names(tiny_config, tmp_path):
     assert run.varied == {"setting": "B", "model.discriminator.spectral_norm.enabled": False, "loss.lambda_gp": 10.0}
 
 
+def test_several_setting_axes_cross_each_other_and_the_grid(tiny_config, tmp_path):
+    settings = {
+        "constraint": {"sn": {"loss.lambda_gp": 0.0}, "gp": {"model.discriminator.spectral_norm.enabled": False}},
+        "adam": {"A": {"train.d_lr": 1.0e-4}, "D": {"train.d_lr": 1.0e-3, "train.beta1": 0.9}},
+    }
+    common = {"train.steps": 4, "train.lr_decay_steps": 2, "metrics.classifier.path": "{study}/classifier.pt"}
+    path = _sweep_file(tmp_path, tiny_config, settings=settings, grid={"train.batch_size": [2, 4]}, set=common)
+    sweep = load_sweep(path, tmp_path / "out")
+    assert len(sweep.runs) == 2 * 2 * 2 * 2  # constraint x adam x batch sizes x seeds
+    run = next(r for r in sweep.runs if r.cell == "constraint=gp+adam=D+batch_size=4")
+    cfg = load_run_config(list(sweep.configs), list(run.overrides))
+    assert cfg.model.discriminator.spectral_norm.enabled is False and cfg.loss.lambda_gp == 10.0
+    assert (cfg.train.d_lr, cfg.train.beta1, cfg.train.batch_size) == (1e-3, 0.9, 4)
+    assert cfg.metrics.classifier.path == str(tmp_path / "out" / "classifier.pt")  # {study}: the study folder
+    assert cfg.study.name == "out" and cfg.study.labels == {"constraint": "gp", "adam": "D"}
+    assert cfg.study.hparams == sorted(
+        ["loss.lambda_gp", "model.discriminator.spectral_norm.enabled", "train.d_lr", "train.beta1", "train.batch_size"]
+    )
+    assert run.varied == {"constraint": "gp", "adam": "D", "train.batch_size": 4}
+
+
 def test_names_keep_keys_with_the_same_last_part_apart(tiny_config, tmp_path):
     grid = {"model.generator.conv_dim": [4, 8], "model.discriminator.conv_dim": [4]}
     sweep = load_sweep(_sweep_file(tmp_path, tiny_config, grid=grid, seeds=[3]), tmp_path / "out")
@@ -62,6 +83,9 @@ def test_names_keep_keys_with_the_same_last_part_apart(tiny_config, tmp_path):
         ({"seeds": [0, 0]}, "repeats a seed"),
         ({"grid": {"train.lr_decay_steps": [10]}}, "train.lr_decay_steps: 10 exceeds train.steps = 4"),
         ({"name": "a b"}, "must be a folder name"),
+        ({"settings": {"adam": {"A": {"train.d_lr": 1.0}}, "bad": [1]}}, "settings: bad: expected a mapping"),
+        ({"settings": {"adam": {"A b": {"train.d_lr": 1.0}}}}, "'A b' must be a folder-name-safe label"),
+        ({"settings": {"A": {"train.d_lr": 1.0}, "B": {"train.dlr": 1.0}}}, "unknown key 'train.dlr'"),
     ],
 )
 def test_bad_sweep_files_are_one_line_errors_naming_the_file(tiny_config, tmp_path, capsys, changes, needle):

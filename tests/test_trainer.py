@@ -7,7 +7,7 @@ import torch
 
 from gan.build import build_data, build_trainer, eval_setup, load_run_config
 from gan.config import load_config
-from gan.hooks import FidHook, ImagesHook, PairedL1Hook, SigmaHook
+from gan.hooks import FidHook, ImagesHook, PairedL1Hook, SigmaHook, StabilityHook
 from gan.trainer import StepBatchSampler
 
 
@@ -99,7 +99,8 @@ def test_logging_hooks_change_no_training_state(tiny):
     t = _trainer(tiny)
     t.train_step(next(iter(t.make_loader())))
     writer = _NullWriter()
-    hooks = [ImagesHook(writer, 1, 2), PairedL1Hook(writer, 1, 4), SigmaHook(writer, 1)]
+    hooks = [ImagesHook(writer, 1, 2), PairedL1Hook(writer, 1, 4), SigmaHook(writer, 1),
+             StabilityHook(writer, 1, 4, grad_norm_limit=1e6, stop=True)]  # fmt: skip
     buffers = {k: v.clone() for k, v in {**t.D.state_dict(), **t.G.state_dict()}.items()}
     rng = torch.get_rng_state()
     for hook in hooks:
@@ -109,7 +110,7 @@ def test_logging_hooks_change_no_training_state(tiny):
         torch.testing.assert_close(value, buffers[key], atol=0, rtol=0, msg=key)
     assert torch.equal(torch.get_rng_state(), rng)
     assert t.G.training and t.D.training
-    assert {"eval/paired_l1", "sigma/D/conv1/sn_estimate"} <= writer.scalar_tags
+    assert {"eval/paired_l1", "sigma/D/conv1/sn_estimate", "stability/overfit/gap"} <= writer.scalar_tags
     assert writer.images[-1] == ("images/translations", (3, 2 + 2 * 18, 2 + 4 * 18))
 
 
