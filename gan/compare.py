@@ -38,6 +38,14 @@ from gan.writers import read_scalars  # noqa: E402
 # Config keys that do not change what a run computes: runs differing only in these are repetitions of one setting.
 IGNORED_KEYS = ("train.seed", "train.progress", "study.")
 AUTO_METRICS = ("eval/fid/mean", "eval/classifier_fd/mean", "eval/paired_l1")
+# Final values of these are summarised per group beside the metric (mean over the runs that logged them).
+SIGNALS = (
+    "stability/diversity/min",
+    "stability/overfit/gap",
+    "stability/grad_norm/max",
+    "stability/critic_gap",
+    "lipschitz/D/upper_bound",
+)
 HIGHER_IS_BETTER = ("accuracy", "psnr")
 ENDED = ("completed", "diverged")
 
@@ -248,6 +256,12 @@ def default_mode(metric: str) -> str:
     return "max" if any(word in metric for word in HIGHER_IS_BETTER) else "min"
 
 
+def _last(run: Run, tag: str) -> float | None:
+    """The last logged value of ``tag`` (None if never logged)."""
+    series = run.scalars.get(tag)
+    return next(reversed(series.values())) if series else None
+
+
 def _group_stats(group: Group, metric: str, mode: str, threshold: float | None) -> dict[str, Any]:
     pick = min if mode == "min" else max
     finals: list[float | None] = []
@@ -272,6 +286,8 @@ def _group_stats(group: Group, metric: str, mode: str, threshold: float | None) 
             reached.append(steps_to(series, threshold, mode))
     diverged = [r for r in group.runs if r.state == "diverged"]
     unfinished = [r for r in group.runs if r.state == "unfinished"]
+    collapsed = [r for r in group.runs if _last(r, "stability/collapsed") == 1.0]
+    signals = {tag: summary([_last(r, tag) for r in group.runs])["mean"] for tag in SIGNALS}
     reached_steps = [s for s in reached if s is not None]
     return {
         "name": group.name,
@@ -286,6 +302,8 @@ def _group_stats(group: Group, metric: str, mode: str, threshold: float | None) 
             for r in diverged
         ],
         "unfinished": [r.seed for r in unfinished],
+        "collapsed": len(collapsed),
+        "signals": signals,
         "final": {**summary(finals), "values": finals},
         "best": best,
         "auc": summary(areas)["mean"],
@@ -401,6 +419,17 @@ def report_text(report: dict[str, Any]) -> str:
             f"{_fmt(f['mean'])} ± {_fmt(f['std'])} | {ci} | {per_seed} | {best} | {_fmt(g['auc'])} | {reach_text} | "
             f"{_fmt(g['seconds_per_step'], 3)} | {verdict} |"
         )
+    lines += [
+        "",
+        "Stability signals: the last logged value of each run, mean over the runs of the group (diverged ones at the "
+        "step they stopped); collapsed = runs whose last evaluation had stability/collapsed = 1.",
+        "",
+        "| group | collapsed | " + " | ".join(SIGNALS) + " |",
+        "|---|---|" + "---|" * len(SIGNALS),
+    ]
+    for g in report["groups"]:
+        values = " | ".join(_fmt(g["signals"][tag], 3) for tag in SIGNALS)
+        lines.append(f"| {g['name']} | {g['collapsed']}/{g['runs']} | {values} |")
     diverged = [(g["name"], d) for g in report["groups"] for d in g["divergence"]]
     if diverged:
         lines += ["", "## Divergences", ""]

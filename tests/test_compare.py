@@ -43,6 +43,10 @@ def study(tmp_path: Path) -> Path:
     _run(b / "seed1", 1, 10.0, [(0, 10.0), (100, 9.0), (200, 8.0)], "completed")
     _run(b / "seed2", 2, 10.0, [(0, 10.0), (100, 7.0), (200, 6.0)], "completed")
     _run(b / "seed3", 3, 10.0, [(0, 10.0)], None)  # still running: no status.json
+    for seed, collapsed, diversity in ((0, 1.0, 0.1), (1, 0.0, 0.5)):
+        with open(a / f"seed{seed}" / "scalars.jsonl", "a") as f:
+            f.write(json.dumps({"step": 200, "stability/collapsed": collapsed, "stability/diversity/min": diversity}))
+            f.write("\n")
     with open(b / "seed2" / "scalars.jsonl", "a") as f:
         f.write('{"step": 300, "eval/paired')  # a torn last line
     return root
@@ -68,6 +72,8 @@ def test_compare_statistics_by_hand(study):
     assert a["best"] == {"value": 3.0, "step": 200, "seed": 1}
     assert a["auc"] == pytest.approx(((100 * 8 + 100 * 5) / 200 + (100 * 7.5 + 100 * 4) / 200) / 2)
     assert a["divergence"] == [{"seed": 2, "step": 100, "reason": "critic gap exploded"}]
+    assert a["collapsed"] == 1 and a["signals"]["stability/diversity/min"] == pytest.approx(0.3)
+    assert b["collapsed"] == 0 and b["signals"]["stability/diversity/min"] is None
     # gp=10: seed 3 is unfinished: listed, counted as a run, left out of the statistics.
     assert b["runs"] == 4 and b["unfinished"] == [3] and b["diverged"] == 0
     assert b["final"]["values"] == [7.0, 8.0, 6.0, None]
