@@ -105,7 +105,7 @@ def read_run(path: Path) -> Run:
 
 def find_runs(paths: Sequence[str | Path]) -> list[Run]:
     """Every run folder at or below ``paths`` (run folders or study folders), each once, in path order."""
-    found: dict[Path, None] = {}
+    found: dict[Path, Path] = {}  # resolved -> as given (reports show the paths the user typed)
     for given in paths:
         root = Path(given)
         if not root.is_dir():
@@ -114,10 +114,10 @@ def find_runs(paths: Sequence[str | Path]) -> list[Run]:
         candidates += sorted(p.parent for p in root.rglob("config.yaml") if p.parent != root)
         for folder in candidates:
             if (folder / "scalars.jsonl").is_file():
-                found[folder.resolve()] = None
+                found.setdefault(folder.resolve(), folder)
     if not found:
         raise UserError(f"{', '.join(map(str, paths))}: no run folders (config.yaml with scalars.jsonl) found")
-    return [read_run(p) for p in found]
+    return [read_run(p) for p in found.values()]
 
 
 # ------------------------------------------------------------------------------------------------- statistics

@@ -136,6 +136,7 @@ def test_fid_hook_leaves_training_state_untouched(tiny, tmp_path, request, extra
     fd, kd = ("fid", "kid") if extractor == "inception" else ("classifier_fd", "classifier_kd")
     expected = {f"eval/{fd}/{d}" for d in domains} | {f"eval/{fd}/mean", f"eval/{kd}/mean", "eval/domain_accuracy"}
     expected |= {f"stability/diversity/{d}" for d in domains} | {"stability/diversity/min", "stability/collapsed"}
+    expected |= {f"best/eval/{fd}/mean", f"best/eval/{kd}/mean", "best/eval/domain_accuracy"}
     assert writer.scalar_tags == expected
     assert len(hook.history) == 2 and hook.history[0][1] == hook.history[1][1]  # same G, same numbers
     restored = _fid_hook(writer, t, tmp_path)
