@@ -375,8 +375,9 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
     the stability signals (which may declare a divergence) before the checkpoint hook, which runs last."""
     h, m, st = cfg.hooks, cfg.metrics, cfg.hooks.stability
     paired_watch, fid_watch = metric_watches(cfg, has_paired)
+    guard = NanGuardHook(h.nan_guard.every, st.gap_limit, st.stop)
     hooks: list[Hook] = [
-        NanGuardHook(h.nan_guard.every, st.gap_limit, st.stop),
+        guard,
         ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
         ScalarsHook(writer, h.scalars.every),
         SigmaHook(writer, h.sigma.every),
@@ -406,7 +407,7 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
             writer, st.every, st.num_images, st.grad_norm_limit, st.stop, st.spectrum_top, threshold, cfg.train.seed
         )
     )
-    hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep))
+    hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep, guard.check))
     return hooks
 
 

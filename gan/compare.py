@@ -175,11 +175,12 @@ def welch(values: Sequence[float], baseline: Sequence[float], tolerance: float) 
     out["difference"] = diff
     out["relative"] = diff / abs(base) if base else None
     if len(a) > 1 and len(b) > 1:
-        if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
-            p, t = (1.0, 0.0) if diff == 0 else (0.0, math.copysign(math.inf, diff))
+        if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:  # no spread: t is undefined, the gap exact
+            p, t = (1.0, None) if diff == 0 else (0.0, None)
         else:
             result = stats.ttest_ind(a, b, equal_var=False)
             t, p = float(result.statistic), float(result.pvalue)
+            t = t if math.isfinite(t) else None
         out["t"], out["p"] = t, p
         small = out["relative"] is not None and abs(out["relative"]) < tolerance
         out["inconclusive"] = bool(p >= 0.05 or small)
@@ -270,7 +271,8 @@ def _group_stats(group: Group, metric: str, mode: str, threshold: float | None) 
     for run in group.runs:
         series = run.scalars.get(metric, {})
         usable = run.state == "completed" and series
-        finals.append(next(reversed(series.values())) if usable else None)
+        last = next(reversed(series.values())) if usable else None
+        finals.append(last if last is not None and math.isfinite(last) else None)  # JSON has no NaN
         speed = seconds_per_step(run)
         if speed is not None:
             speeds.append(speed)

@@ -119,7 +119,10 @@ def compare_command(args: argparse.Namespace) -> int:
     if args.out is not None:
         written = write_report(report, find_runs(args.paths), args.out)
         print(f"wrote {', '.join(p.name for p in written)} to {args.out}", file=sys.stderr)
-    print(json.dumps(report, indent=2) if args.json else report_text(report), end="" if not args.json else "\n")
+    print(
+        json.dumps(report, indent=2, allow_nan=False) if args.json else report_text(report),
+        end="" if not args.json else "\n",
+    )
     return 0
 
 

@@ -262,6 +262,7 @@ class EvalHook(Hook):
 
     history: list[tuple[int, Any]]
     watch: MetricWatch | None = None
+    _final = False  # True during the end-of-run evaluation
 
     def series(self, tag: str) -> list[tuple[int, float]]:
         """(step, value) of one logged tag over the history (empty if this hook does not log it)."""
@@ -289,13 +290,16 @@ class EvalHook(Hook):
             return
         step, value = points[-1]
         best_step, best = min(points, key=lambda p: p[1] if math.isfinite(p[1]) else math.inf)
+        # The final evaluation runs after the end-of-run checkpoint was saved: it records a divergence (status,
+        # checkpoint, HPARAMS) but there is nothing left to stop.
+        stop = w.stop and not self._final
         if not math.isfinite(value):
-            trainer.declare_divergence(f"{tag} = {value} at step {step}", w.stop)
+            trainer.declare_divergence(f"{tag} = {value} at step {step}", stop)
         elif best > 0 and value > w.factor * best:
             trainer.declare_divergence(
                 f"{tag} = {value:.4g} exceeds hooks.stability.metric_factor {w.factor:g} x its best value "
                 f"{best:.4g} (step {best_step})",
-                w.stop,
+                stop,
             )
 
     def on_fit_start(self, trainer: Trainer) -> None:
@@ -310,7 +314,11 @@ class EvalHook(Hook):
         # a non-finite loss (it would delay the checkpoint that Ctrl-C/SIGTERM promise, or score a diverged G).
         fresh = not self.history or self.history[-1][0] != trainer.step
         if self.every and trainer.completed and not bool(trainer.nonfinite) and fresh:
-            self.after_step(trainer)
+            self._final = True
+            try:
+                self.after_step(trainer)
+            finally:
+                self._final = False
 
 
 class PairedL1Hook(EvalHook):
@@ -423,12 +431,16 @@ class FidHook(EvalHook):
 class NanGuardHook(Hook):
     """Stops the run when any loss since the last check was NaN or infinite (the trainer accumulates a device flag,
     so checking costs one sync per ``every`` steps), and declares a divergence when the critic's real/fake gap
-    exceeded ``gap_limit`` at some step since the last check (0: not checked)."""
+    exceeded ``gap_limit`` at some step since the last check (0: not checked). The checkpoint hook runs the same
+    check before every save, whatever ``every`` is."""
 
     def __init__(self, every: int, gap_limit: float = 0.0, stop: bool = True) -> None:
         self.every, self.gap_limit, self.stop = every, gap_limit, stop
 
     def after_step(self, trainer: Trainer) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: Trainer) -> None:
         check_finite(trainer)
         if self.gap_limit:
             gap = float(trainer.max_gap)
@@ -578,8 +590,8 @@ class CheckpointHook(Hook):
 
     saves_run = True
 
-    def __init__(self, directory: Path, every: int, keep: int) -> None:
-        self.directory, self.every, self.keep = Path(directory), every, keep
+    def __init__(self, directory: Path, every: int, keep: int, guard: Callable[[Trainer], None] = check_finite) -> None:
+        self.directory, self.every, self.keep, self.guard = Path(directory), every, keep, guard
         self.saved_step: int | None = None
         self._saved_hooks: Any = None
         self._end_state_saved = False  # on_fit_end found the state worth keeping (not torn, not diverged)
@@ -613,7 +625,7 @@ class CheckpointHook(Hook):
     def save(self, trainer: Trainer, again: bool = False) -> None:
         if (self.saved_step == trainer.step and not again) or trainer.step == 0:
             return
-        check_finite(trainer)
+        self.guard(trainer)  # the NaN guard's checks (non-finite loss, critic gap) before anything is written
         state = {"format": FORMAT, **trainer.state_dict()}
         path = save_checkpoint(state, self.directory, trainer.step, self.keep)
         self.saved_step, self._saved_hooks = trainer.step, state["hooks"]

@@ -45,9 +45,11 @@ def _data_type(values: Iterable[HParam]) -> int:
     return api_pb2.DATA_TYPE_STRING
 
 
-def experiment_summary(domains: Mapping[str, list[HParam]], metrics: Iterable[str], description: str = "") -> Summary:
-    """The experiment: every hparam with the values it takes (a discrete domain for strings and booleans, and for
-    numbers taking a few values) and the metric tags the HPARAMS tab shows as columns."""
+def experiment_summary(
+    domains: Mapping[str, list[HParam]], metrics: Iterable[str], description: str = "", discrete: bool = True
+) -> Summary:
+    """The experiment: every hparam with the values it takes (with ``discrete``, a discrete domain for strings and
+    booleans, and for numbers taking a few values) and the metric tags the HPARAMS tab shows as columns."""
     infos = []
     for name, values in domains.items():
         kind = _data_type(values)
@@ -55,7 +57,7 @@ def experiment_summary(domains: Mapping[str, list[HParam]], metrics: Iterable[st
             values = [str(v) for v in values]
         distinct = list(dict.fromkeys(values))
         info = api_pb2.HParamInfo(name=name, type=kind)
-        if kind != api_pb2.DATA_TYPE_FLOAT64 or len(distinct) <= 16:
+        if discrete and (kind != api_pb2.DATA_TYPE_FLOAT64 or len(distinct) <= 16):
             for value in sorted(distinct, key=lambda v: (str(type(v)), v)):
                 info.domain_discrete.values.add().CopyFrom(_value(value))
         infos.append(info)

@@ -52,7 +52,7 @@ from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
 from gan.data import IMAGE_SUFFIXES, DataBundle, image_transform, list_images, load_rgb
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason
-from gan.hparams import experiment_summary, session_end_summary, session_start_summary
+from gan.hparams import Summary, experiment_summary, session_end_summary, session_start_summary
 from gan.interrupt import clear_stop, request_stop, stop_requested
 from gan.labels import LabelSpace
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier
@@ -63,7 +63,7 @@ from gan.metrics.inception import find_weights
 from gan.metrics.kid import kernel_inception_distance
 from gan.models.modes import evaluating
 from gan.trainer import DivergedError, Trainer, lr_factor
-from gan.writers import RunWriter, last_values
+from gan.writers import RunWriter, last_values, write_summaries
 
 log = logging.getLogger(__name__)
 
@@ -481,16 +481,16 @@ def _train_in(
             if state is not None:
                 trainer.load_hook_states(state.get("hooks", {}))
             say(f"run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})")
-            _log_run_info(cfg, writer, run_dir, trainer.step, fresh=state is None, has_paired=data.paired is not None)
+            hparams = _log_run_info(cfg, writer, run_dir, trainer.step, has_paired=data.paired is not None)
             with _stop_on_signals(handle_signals):
                 started.append(True)
                 try:
                     trainer.fit()
                 except Exception:
-                    writer.summary(session_end_summary(success=False), trainer.step)  # diverged or failed
+                    _write_hparams(run_dir, hparams, success=False)  # diverged or failed
                     raise
             if trainer.completed:
-                writer.summary(session_end_summary(success=trainer.divergence is None), trainer.step)
+                _write_hparams(run_dir, hparams, success=trainer.divergence is None)
         finally:
             writer.close()
     saved = latest(run_dir / "checkpoints")
@@ -501,18 +501,28 @@ def _train_in(
     return RunResult(run_dir, trainer.step, trainer.completed, path, summary)
 
 
-def _log_run_info(cfg: Config, writer: RunWriter, run_dir: Path, step: int, fresh: bool, has_paired: bool) -> None:
-    """The resolved config as TensorBoard text, and (for a new run) the hparams session start in the run's own event
-    file; a run outside a study writes its own hparams experiment too (a sweep writes the study's, see gan.sweep)."""
+def _log_run_info(cfg: Config, writer: RunWriter, run_dir: Path, step: int, has_paired: bool) -> list[Summary]:
+    """The resolved config as TensorBoard text, and the run's hparams (session start; for a run outside a study its
+    own experiment too: a sweep writes the study's, see gan.sweep). Returns those hparams summaries."""
     text = "\n".join(f"    {line}" for line in dump_config(cfg).splitlines())  # a Markdown code block
     writer.text("config", text, step)
-    if not fresh:
-        return  # the session started with the run; its events before the checkpoint are kept
     hparams = run_hparams(cfg)
+    summaries = []
     if not cfg.study.name:
+        # Values without discrete domains: several single runs under one logdir must not filter each other out.
         domains = {name: [value] for name, value in hparams.items()}
-        writer.summary(experiment_summary(domains, hparam_metrics(cfg, has_paired), f"run {run_dir.name}"))
-    writer.summary(session_start_summary(hparams, group=run_dir.parent.name if cfg.study.name else ""))
+        summaries.append(experiment_summary(domains, hparam_metrics(cfg, has_paired), discrete=False))
+    summaries.append(session_start_summary(hparams, group=run_dir.parent.name if cfg.study.name else ""))
+    _write_hparams(run_dir, summaries, success=None)
+    return summaries
+
+
+def _write_hparams(run_dir: Path, summaries: list[Summary], success: bool | None) -> None:
+    """The hparams summaries in their own event file of ``<run>/tb``, replaced on every write: a resumed or restarted
+    run shows its latest session (TensorBoard keeps the first value of a tag it reads, so an old FAILURE in the main
+    event file would stay). ``success`` None: running (no session end yet)."""
+    ends = [] if success is None else [session_end_summary(success)]
+    write_summaries(run_dir / "tb", [*summaries, *ends], ".hparams")
 
 
 # ------------------------------------------------------------------------------------------------ trained models

@@ -119,10 +119,10 @@ def _value_name(value: Any) -> str:
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, float):
-        text = format(value, "g")
+        text = format(value, "g").replace("e+", "e")  # 1e+06 -> 1e06: "+" separates the parts of a cell name
     else:
         text = str(value) if not isinstance(value, (dict, list)) else _yaml_text(value)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "x"
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", text).strip("-") or "x"
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -190,13 +190,21 @@ def _safe_label(label: Any, where: str, path: Path) -> str:
     return label
 
 
+def _config_key(key: str, known: set[str]) -> str | None:
+    """The config key that ``key`` sets: itself, or for a key inside a free-form mapping
+    (``model.generator.norm_options.affine``) that mapping's key; None if it is no config key."""
+    if key in known:
+        return key
+    parent = next((k for k in known if k.endswith(("_options", ".labels")) and key.startswith(f"{k}.")), None)
+    return parent
+
+
 def _check_keys(path: Path, sections: list[tuple[str, dict[str, Any]]]) -> None:
     """Every key a sweep sets must be a config key (caught here, before it reaches another cell's study.hparams)."""
-    known = config_keys()
-    free = tuple(f"{k}." for k in known if k.endswith(("_options", ".labels")))  # their own keys are free-form
+    known = set(config_keys())
     for where, values in sections:
         for key in values:
-            if key not in known and not key.startswith(free):
+            if not _config_key(key, known):
                 hint = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ConfigError(f"{path}: {where}: unknown key {key!r}{extra}")
@@ -205,8 +213,14 @@ def _check_keys(path: Path, sections: list[tuple[str, dict[str, Any]]]) -> None:
 def _setting_axes(settings: dict[str, Any], path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """``settings`` as named axes {axis: {label: overrides}}: one axis called ``setting`` for the flat form."""
 
-    def is_group(value: Any) -> bool:  # a named setting: a mapping of dotted config keys
-        return isinstance(value, dict) and all(isinstance(k, str) and "." in k for k in value)
+    known = set(config_keys())
+
+    def is_group(value: Any) -> bool:
+        """A named setting: a mapping of keys to config values (a mapping value only under a config key such as
+        ``..._options``); an axis maps labels (which may contain dots: ``"0.5"``) to such groups."""
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and (not isinstance(v, dict) or _config_key(k, known)) for k, v in value.items()
+        )
 
     if not settings:
         return {}
@@ -235,7 +249,9 @@ def _expand(
 ) -> list[PlannedRun]:
     short = short_names(list(grid))
     # What every run shows as hparams in TensorBoard: all config keys the study varies (and the setting labels).
-    varied_keys = sorted({k for groups in axes.values() for g in groups.values() for k in g} | set(grid))
+    known = set(config_keys())
+    varied = {k for groups in axes.values() for g in groups.values() for k in g} | set(grid)
+    varied_keys = sorted({_config_key(k, known) or k for k in varied})
     runs, seen = [], {}
     for labels in itertools.product(*(list(groups) for groups in axes.values())):
         named = dict(zip(axes, labels))

@@ -45,10 +45,6 @@ class RunWriter:
         """Markdown text (TensorBoard's TEXT tab)."""
         self.tb.add_text(tag, text, step)
 
-    def summary(self, summary: Summary, step: int = 0) -> None:
-        """A ready-made summary proto (gan.hparams) into this run's own event file."""
-        self.tb._get_file_writer().add_summary(summary, step)
-
     def custom_scalars(self, layout: dict[str, dict[str, list[object]]]) -> None:
         """Group tags into charts in TensorBoard's Custom Scalars dashboard ({category: {title: [kind, tags]}})."""
         self.tb.add_custom_scalars(layout)

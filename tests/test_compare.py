@@ -166,3 +166,17 @@ def test_cli_error_for_a_folder_without_runs(tmp_path, capsys):
     assert "no run folders" in capsys.readouterr().err
     assert evaluate_main(["compare", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_groups_without_spread_and_non_finite_values_give_strict_json(tmp_path, capsys):
+    root = tmp_path / "s"
+    for i in range(2):
+        _run(root / "gp=0" / f"seed{i}", i, 0.0, [(0, 1.0)], "completed")
+        _run(root / "gp=10" / f"seed{i}", i, 10.0, [(0, 0.9)], "completed")
+    _run(root / "gp=10" / "seed2", 2, 10.0, [(0, float("nan"))], "completed")
+    assert evaluate_main(["compare", str(root), "--metric", METRIC, "--baseline", "gp=10", "--json",
+                          "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+    a = _group(report, "gp=0")
+    assert a["vs_baseline"]["t"] is None and a["vs_baseline"]["p"] == 0.0 and a["vs_baseline"]["verdict"] == "worse"
+    assert _group(report, "gp=10")["final"]["values"] == [0.9, 0.9, None]  # a NaN last value counts as none

@@ -117,3 +117,35 @@ def test_a_study_writes_one_experiment_with_the_union_of_keys(tiny_config, tmp_p
     # Running the study again replaces its experiment file rather than adding another.
     run_sweep(sweep, runner=in_process, progress=False)
     assert len(list((tmp_path / "study").glob("events.out.tfevents.*"))) == 1
+
+
+def test_a_resumed_run_shows_its_latest_session_only(tiny_config, tmp_path, monkeypatch):
+    original = Trainer.d_step
+
+    def poisoned(self, *args):
+        parts = original(self, *args)
+        if self.step == 4:
+            self.nonfinite |= torch.tensor(True)
+        return parts
+
+    monkeypatch.setattr(Trainer, "d_step", poisoned)
+    cfg = load_run_config([tiny_config], ["hooks.fid.every=0"])
+    with pytest.raises(DivergedError):
+        train(cfg, tmp_path / "run", handle_signals=False)
+    found, _ = _read(tmp_path)
+    assert found["run/tb"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_FAILURE
+    monkeypatch.setattr(Trainer, "d_step", original)
+    train(cfg, tmp_path / "run", "auto", handle_signals=False)  # resumes from the checkpoint at step 3
+    found, _ = _read(tmp_path)
+    assert found["run/tb"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_SUCCESS
+    assert len(list((tmp_path / "run" / "tb").glob("*.hparams"))) == 1
+
+
+def test_single_runs_do_not_filter_each_other_out(tiny_config, tmp_path):
+    for name, lr in (("a", "1e-4"), ("b", "1e-3")):
+        train(load_run_config([tiny_config], ["hooks.fid.every=0", f"train.d_lr={lr}"]), tmp_path / name,
+              handle_signals=False)  # fmt: skip
+    found, _ = _read(tmp_path)
+    for run in ("a/tb", "b/tb"):
+        infos = found[run][metadata.EXPERIMENT_TAG].experiment.hparam_infos
+        assert infos and all(not h.HasField("domain_discrete") for h in infos)

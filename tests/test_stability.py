@@ -199,9 +199,47 @@ def test_status_file_is_json_without_nan(tiny_config, tmp_path, monkeypatch):
         parts = original(self, *args)
         if self.step >= 2:
             self.nonfinite |= torch.tensor(True)
+            parts["adv"] = torch.tensor(float("nan"))
+            self.last.critic_gap = torch.tensor(float("inf"))
         return parts
 
     monkeypatch.setattr(Trainer, "d_step", poisoned)
     with pytest.raises(DivergedError):
-        train(_tiny(tiny_config), tmp_path / "run", handle_signals=False)
-    json.loads((tmp_path / "run" / "status.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+        train(_tiny(tiny_config, "hooks.scalars.every=1", "hooks.nan_guard.every=0"), tmp_path / "run",
+              handle_signals=False)  # fmt: skip
+    assert '"nan"' in (tmp_path / "run" / "scalars.jsonl").read_text()  # a non-finite value was logged ...
+    status = json.loads((tmp_path / "run" / "status.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert status["final"]["stability/critic_gap"] == "inf"  # ... and status.json stays strict JSON
+
+
+def test_a_gap_divergence_between_guard_checks_is_never_checkpointed(tiny_config, tmp_path, monkeypatch):
+    original = Trainer.d_step
+
+    def exploding(self, *args):
+        parts = original(self, *args)
+        if self.step == 2:  # during step 3, the checkpoint step; the NaN guard looks only every 2 steps
+            self.max_gap = torch.maximum(self.max_gap, torch.tensor(5e4))
+        return parts
+
+    monkeypatch.setattr(Trainer, "d_step", exploding)
+    run = tmp_path / "run"
+    with pytest.raises(DivergedError, match="critic gap"):
+        train(_tiny(tiny_config, "hooks.nan_guard.every=2", "hooks.stability.gap_limit=1000"), run,
+              handle_signals=False)  # fmt: skip
+    assert read_status(run)["divergence"]["step"] == 3
+    assert not (run / "checkpoints").exists() or not list((run / "checkpoints").iterdir())
+
+
+def test_a_divergence_found_by_the_final_evaluation_is_recorded_not_raised(tiny_config, tmp_path, monkeypatch):
+    import gan.hooks as hooks_module
+
+    values = iter([0.5, 0.2, 0.9])  # steps 0 and 4, then the final evaluation at step 6 (not a multiple of 4)
+    monkeypatch.setattr(hooks_module, "paired_scores", lambda *a, **k: (next(values), 10.0))
+    cfg = _tiny(tiny_config, "hooks.paired_l1.every=4", "hooks.stability.metric=eval/paired_l1")
+    result = train(cfg, tmp_path / "run", handle_signals=False)
+    assert result.completed
+    status = read_status(tmp_path / "run")
+    assert status["status"] == "completed" and status["divergence"]["step"] == 6
+    assert "eval/paired_l1 = 0.9 exceeds" in status["divergence"]["reason"]
+    last = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert last["step"] == 6 and last["divergence"] == status["divergence"]  # saved before it, then marked

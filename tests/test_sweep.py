@@ -63,6 +63,22 @@ def test_several_setting_axes_cross_each_other_and_the_grid(tiny_config, tmp_pat
     assert run.varied == {"constraint": "gp", "adam": "D", "train.batch_size": 4}
 
 
+def test_labels_with_dots_values_with_plus_and_option_keys(tiny_config, tmp_path):
+    settings = {
+        "beta1": {"0.5": {"train.beta1": 0.5}, "0.9": {"train.beta1": 0.9}},
+        "norm": {"group2": {"model.discriminator.norm": "group", "model.discriminator.norm_options.num_groups": 2},
+                 "none": {"model.discriminator.norm": "none"}},
+    }  # fmt: skip
+    grid = {"hooks.stability.gap_limit": [1.0e6]}
+    sweep = load_sweep(_sweep_file(tmp_path, tiny_config, settings=settings, grid=grid), tmp_path / "out")
+    cells = sorted({r.cell for r in sweep.runs})
+    assert "beta1=0.9+norm=group2+gap_limit=1e06" in cells and all("+" not in c.split("=")[-1] for c in cells)
+    run = next(r for r in sweep.runs if r.cell.startswith("beta1=0.9+norm=group2"))
+    cfg = load_run_config(list(sweep.configs), list(run.overrides))
+    assert cfg.train.beta1 == 0.9 and cfg.model.discriminator.norm_options == {"num_groups": 2}
+    assert "model.discriminator.norm_options" in cfg.study.hparams
+
+
 def test_names_keep_keys_with_the_same_last_part_apart(tiny_config, tmp_path):
     grid = {"model.generator.conv_dim": [4, 8], "model.discriminator.conv_dim": [4]}
     sweep = load_sweep(_sweep_file(tmp_path, tiny_config, grid=grid, seeds=[3]), tmp_path / "out")

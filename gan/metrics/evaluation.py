@@ -137,9 +137,10 @@ class TranslationScores:
         if self.domain_accuracy is not None:
             out["eval/domain_accuracy"] = self.domain_accuracy
         diversity = {d: s.diversity for d, s in self.domains.items() if s.diversity is not None}
+        finite = [v for v in diversity.values() if math.isfinite(v)]
         if diversity:
             out.update({f"stability/diversity/{d}": value for d, value in diversity.items()})
-            out["stability/diversity/min"] = min(diversity.values())
+            out["stability/diversity/min"] = min(finite) if finite else math.nan
         return out  # paired L1/PSNR have their own hook (hooks.paired_l1)
 
     def to_dict(self) -> dict[str, Any]:
