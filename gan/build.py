@@ -8,7 +8,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +50,7 @@ from gan.metrics.classifier import classifier_path, load_classifier, save_classi
 from gan.metrics.evaluation import RealFeatures, check_classifier
 from gan.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
 from gan.metrics.fid import StatsCache
-from gan.metrics.inception import WeightsError
+from gan.metrics.inception import WeightsError, default_conversion_cache
 from gan.models import Discriminator, Generator
 from gan.norms import gate_parameters, make_norm, set_sync_batch_stats, uses_batch_statistics
 from gan.spectral import apply_spectral_norm, set_power_iteration_mode
@@ -238,8 +237,9 @@ def generator_from_state(state: dict[str, Any], where: str, ema: bool = True) ->
 
 # ---------------------------------------------------------------------------------------------------- evaluation
 def default_stats_cache() -> Path:
-    """``$XDG_CACHE_HOME/spectral-gan/fid-stats`` (``~/.cache/...`` when the variable is unset)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spectral-gan" / "fid-stats"
+    """``$XDG_CACHE_HOME/spectral-gan/fid-stats`` (``~/.cache/...`` when the variable is unset), where the converted
+    packaged Inception weights live too."""
+    return default_conversion_cache()
 
 
 def stats_cache_for(cfg: Config, extractor: FeatureExtractor) -> StatsCache | None:

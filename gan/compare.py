@@ -326,12 +326,23 @@ def compare(
     threshold: float | None = None,
     tolerance: float = 0.02,
 ) -> dict[str, Any]:
+    """The comparison report of every run at or below ``paths`` (see :func:`compare_runs`)."""
+    return compare_runs(find_runs(paths), metric, mode, baseline, threshold, tolerance)
+
+
+def compare_runs(
+    runs: list[Run],
+    metric: str | None = None,
+    mode: str | None = None,
+    baseline: str | None = None,
+    threshold: float | None = None,
+    tolerance: float = 0.02,
+) -> dict[str, Any]:
     """The comparison report as a JSON-ready dict (see the module docstring); ``groups`` in ranking order.
 
     ``baseline``: a group name, or parts of one (``constraint=gp``) that give every group its own baseline: the
     group that differs from it only there (default: the first group by name). ``threshold`` (steps to reach it)
     defaults to each group's baseline's final mean."""
-    runs = find_runs(paths)
     metric = choose_metric(runs, metric)
     mode = mode or default_mode(metric)
     groups = group_runs(runs)

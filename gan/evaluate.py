@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gan.compare import compare, find_runs, report_text, write_report
+from gan.compare import compare_runs, find_runs, report_text, write_report
 from gan.errors import UserError
 from gan.metrics.evaluation import TranslationScores
 from gan.run import (
@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
 def compare_command(args: argparse.Namespace) -> int:
     if args.tolerance < 0:
         raise UserError(f"--tolerance: must be >= 0, got {args.tolerance}")
-    report = compare(args.paths, args.metric, args.mode, args.baseline, args.threshold, args.tolerance)
+    runs = find_runs(args.paths)  # read once: the report and its plots use the same runs
+    report = compare_runs(runs, args.metric, args.mode, args.baseline, args.threshold, args.tolerance)
     if args.out is not None:
-        written = write_report(report, find_runs(args.paths), args.out)
+        written = write_report(report, runs, args.out)
         print(f"wrote {', '.join(p.name for p in written)} to {args.out}", file=sys.stderr)
     print(
         json.dumps(report, indent=2, allow_nan=False) if args.json else report_text(report),

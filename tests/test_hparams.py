@@ -14,6 +14,7 @@ from gan.build import load_run_config
 from gan.run import train
 from gan.sweep import load_sweep, run_sweep
 from gan.trainer import DivergedError, Trainer
+from tests.conftest import after_d_step
 
 
 def _read(
@@ -58,15 +59,11 @@ def test_a_single_run_writes_experiment_and_session_into_its_own_event_file(tiny
 
 
 def test_a_diverged_run_ends_its_session_as_failure(tiny_config, tmp_path, monkeypatch):
-    original = Trainer.d_step
+    def poison(t, parts):
+        if t.step >= 2:
+            t.nonfinite |= torch.tensor(True)
 
-    def poisoned(self, *args):
-        parts = original(self, *args)
-        if self.step >= 2:
-            self.nonfinite |= torch.tensor(True)
-        return parts
-
-    monkeypatch.setattr(Trainer, "d_step", poisoned)
+    after_d_step(monkeypatch, poison)
     with pytest.raises(DivergedError):
         train(load_run_config([tiny_config], ["hooks.fid.every=0"]), tmp_path / "run", handle_signals=False)
     found, _ = _read(tmp_path)
@@ -120,15 +117,11 @@ def test_a_study_writes_one_experiment_with_the_union_of_keys(tiny_config, tmp_p
 
 
 def test_a_resumed_run_shows_its_latest_session_only(tiny_config, tmp_path, monkeypatch):
-    original = Trainer.d_step
+    def poison(t, parts):
+        if t.step == 4:
+            t.nonfinite |= torch.tensor(True)
 
-    def poisoned(self, *args):
-        parts = original(self, *args)
-        if self.step == 4:
-            self.nonfinite |= torch.tensor(True)
-        return parts
-
-    monkeypatch.setattr(Trainer, "d_step", poisoned)
+    original = after_d_step(monkeypatch, poison)
     cfg = load_run_config([tiny_config], ["hooks.fid.every=0"])
     with pytest.raises(DivergedError):
         train(cfg, tmp_path / "run", handle_signals=False)

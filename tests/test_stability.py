@@ -19,6 +19,7 @@ from gan.run import read_status, train
 from gan.spectral import apply_spectral_norm
 from gan.trainer import DivergedError, Trainer
 from gan.writers import read_scalars
+from tests.conftest import after_d_step
 
 
 def _tiny(tiny_config, *overrides):
@@ -140,16 +141,12 @@ def test_fid_hook_logs_diversity_and_collapse(tiny_config, tmp_path):
 
 
 def test_nan_divergence_is_detected_and_recorded(tiny_config, tmp_path, monkeypatch, capsys):
-    original = Trainer.d_step
-
-    def poisoned(self, *args):
-        parts = original(self, *args)
-        if self.step >= 4:  # steps 1-3 fine (checkpoint at 3), step 5 not
-            self.nonfinite |= torch.tensor(True)
+    def poison(t, parts):
+        if t.step >= 4:  # steps 1-3 fine (checkpoint at 3), step 5 not
+            t.nonfinite |= torch.tensor(True)
             parts["adv"] = torch.tensor(float("nan"))
-        return parts
 
-    monkeypatch.setattr(Trainer, "d_step", poisoned)
+    after_d_step(monkeypatch, poison)
     run = tmp_path / "run"
     assert train_main(["--config", str(tiny_config), "--set", "hooks.fid.every=0", "--run-dir", str(run)]) == 3
     status = read_status(run)
@@ -161,15 +158,11 @@ def test_nan_divergence_is_detected_and_recorded(tiny_config, tmp_path, monkeypa
 
 
 def test_exploding_critic_gap_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
-    original = Trainer.d_step
+    def explode(t, parts):
+        if t.step >= 4:
+            t.max_gap = torch.maximum(t.max_gap, torch.tensor(5e4))
 
-    def exploding(self, *args):
-        parts = original(self, *args)
-        if self.step >= 4:
-            self.max_gap = torch.maximum(self.max_gap, torch.tensor(5e4))
-        return parts
-
-    monkeypatch.setattr(Trainer, "d_step", exploding)
+    after_d_step(monkeypatch, explode)
     run = tmp_path / "run"
     with pytest.raises(DivergedError, match="critic gap"):
         train(_tiny(tiny_config, "hooks.stability.gap_limit=1000"), run, handle_signals=False)
@@ -193,17 +186,13 @@ def test_divergence_without_stop_is_recorded_and_the_run_goes_on(tiny_config, tm
 
 
 def test_status_file_is_json_without_nan(tiny_config, tmp_path, monkeypatch):
-    original = Trainer.d_step
-
-    def poisoned(self, *args):
-        parts = original(self, *args)
-        if self.step >= 2:
-            self.nonfinite |= torch.tensor(True)
+    def poison(t, parts):
+        if t.step >= 2:
+            t.nonfinite |= torch.tensor(True)
             parts["adv"] = torch.tensor(float("nan"))
-            self.last.critic_gap = torch.tensor(float("inf"))
-        return parts
+            t.last.critic_gap = torch.tensor(float("inf"))
 
-    monkeypatch.setattr(Trainer, "d_step", poisoned)
+    after_d_step(monkeypatch, poison)
     with pytest.raises(DivergedError):
         train(_tiny(tiny_config, "hooks.scalars.every=1", "hooks.nan_guard.every=0"), tmp_path / "run",
               handle_signals=False)  # fmt: skip
@@ -213,15 +202,11 @@ def test_status_file_is_json_without_nan(tiny_config, tmp_path, monkeypatch):
 
 
 def test_a_gap_divergence_between_guard_checks_is_never_checkpointed(tiny_config, tmp_path, monkeypatch):
-    original = Trainer.d_step
+    def explode(t, parts):
+        if t.step == 2:  # during step 3, the checkpoint step; the NaN guard looks only every 2 steps
+            t.max_gap = torch.maximum(t.max_gap, torch.tensor(5e4))
 
-    def exploding(self, *args):
-        parts = original(self, *args)
-        if self.step == 2:  # during step 3, the checkpoint step; the NaN guard looks only every 2 steps
-            self.max_gap = torch.maximum(self.max_gap, torch.tensor(5e4))
-        return parts
-
-    monkeypatch.setattr(Trainer, "d_step", exploding)
+    after_d_step(monkeypatch, explode)
     run = tmp_path / "run"
     with pytest.raises(DivergedError, match="critic gap"):
         train(_tiny(tiny_config, "hooks.nan_guard.every=2", "hooks.stability.gap_limit=1000"), run,

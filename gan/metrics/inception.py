@@ -29,6 +29,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -322,7 +323,11 @@ def packaged_weights() -> Path | None:
 
 
 def sha1_of(path: Path) -> str:
-    digest = hashlib.sha1(usedforsecurity=False)
+    return _file_digest(path, hashlib.sha1(usedforsecurity=False))
+
+
+def _file_digest(path: Path, digest: Any) -> str:
+    """Hex digest of the file's bytes, read in 1 MiB chunks."""
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -405,11 +410,7 @@ def sha256_of(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = _file_digest(path, hashlib.sha256())
     return _HASHES[key]
 
 
