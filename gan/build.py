@@ -9,7 +9,9 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from gan.config import (
     lr_schedule_problem,
 )
 from gan.data import DataBundle, build_celeba, build_folder, build_synthetic, load_data
-from gan.errors import ConfigError
+from gan.errors import CheckpointError, ConfigError
 from gan.hooks import (
     CheckpointHook,
     EvalParts,
@@ -47,7 +49,7 @@ from gan.hparams import HParam, hparam_value
 from gan.labels import LabelSpace
 from gan.losses import ADVERSARIAL_LOSSES
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier, train_classifier
-from gan.metrics.evaluation import RealFeatures, check_classifier
+from gan.metrics.evaluation import RealFeatures, check_classifier, images_digest, unflipped
 from gan.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
 from gan.metrics.fid import StatsCache
 from gan.metrics.inception import WeightsError, default_conversion_cache
@@ -301,37 +303,137 @@ def fit_classifier(
 
 
 def obtain_classifier(
-    run_dir: Path, data: DataBundle, cfg: Config, device: torch.device, progress: bool = False
-) -> nn.Module:
-    """The run's domain classifier (``<run_dir>/classifier.pt``): loaded if present, else trained on the real
-    training images with ``cfg.metrics.classifier`` and saved there. A file for other domains is an error."""
-    path = run_classifier_path(cfg, run_dir)
-    provenance = classifier_provenance(cfg)
+    run_dir: Path,
+    data: DataBundle,
+    cfg: Config,
+    device: torch.device,
+    progress: bool = False,
+    train_data: Callable[[], DataBundle] | None = None,
+    keep: bool = True,
+) -> tuple[nn.Module, Path | None]:
+    """The run's domain classifier and the file it came from.
+
+    ``metrics.classifier.path`` if set (trained there if absent), else ``<run_dir>/classifier.pt`` when it fits the
+    run (same images and ``metrics.classifier`` settings, or trained on purpose with ``evaluate.py train-classifier``
+    on the same images), else the shared classifier cache (:func:`shared_classifier`: trained once per images and
+    settings), copied into the run folder so that the run keeps what its numbers were measured with. ``keep``
+    False (evaluate.py): nothing is written into the run. ``train_data`` builds the data to train on when ``data``
+    is not it (training uses the training split with its random flips)."""
+    provenance = classifier_provenance(cfg, data)
+    explicit = bool(cfg.metrics.classifier.path)
+    path = Path(cfg.metrics.classifier.path) if explicit else classifier_path(run_dir)
     if path.is_file():
         model, meta = load_classifier(path, device)
         check_classifier(path, meta, data)
-        recorded = meta.get("provenance") or {}
-        # Files of older versions record nothing and are used as they are; one trained on purpose with
-        # `evaluate.py train-classifier` (other steps, say) is kept as long as it is for the same images.
-        explicit = recorded.get("explicit") and recorded.get("dataset") == provenance["dataset"]
-        if not recorded or recorded == provenance or explicit:
-            return model
-        log.warning("%s was trained on other data or settings than this run's; training it again", path)
-    c = cfg.metrics.classifier
-    model, report = train_classifier(
-        data, device, c.steps, c.batch_size, c.lr, c.seed, c.width, progress, cfg.data.num_workers
-    )
-    save_classifier(path, model, report, data.domains, provenance)
-    log.info("domain classifier saved to %s (held-out accuracy %.3f)", path, report.heldout_accuracy)
-    return model
+        if _fits(meta.get("provenance") or {}, provenance):
+            return model, path
+        log.warning("%s was trained on other data or settings than this run's; replacing it", path)
+    if not keep:
+        path = None
+    shared = shared_classifier(cfg, data) if cfg.metrics.classifier.cache else None
+    where = path if explicit and path is not None else shared or path
+
+    def train() -> tuple[nn.Module, Any]:
+        log.info("training the domain classifier (metrics.classifier) for these images and settings")
+        return fit_classifier(cfg, train_data() if train_data else data, device, progress=progress)
+
+    if where is None:  # evaluate.py with the cache off and no classifier in the run: one for this evaluation only
+        return train()[0], None
+    with _exclusive(where):  # parallel runs of a sweep wait for the one that trains it, then load its file
+        model = _load_fitting(where, data, provenance, device)
+        if model is None:
+            model, report = train()
+            try:
+                save_classifier(where, model, report, data.domains, provenance)
+            except OSError as exc:
+                if where == path:
+                    raise
+                log.warning("cannot write the classifier cache %s (%s)", where.parent, exc.strerror or exc)
+                where = None
+            else:
+                log.info("domain classifier saved to %s (held-out accuracy %.3f)", where, report.heldout_accuracy)
+    if path is not None and where != path:
+        if where is None:
+            save_classifier(path, model, report, data.domains, provenance)
+        else:  # the run keeps the classifier its numbers were measured with
+            _copy_atomically(where, path)
+            log.info("domain classifier %s (shared by every run on these images) copied to %s", where, path)
+        where = path
+    return model, where
 
 
-def classifier_provenance(cfg: Config) -> dict[str, Any]:
-    """What a run's domain classifier depends on: the selected images and the ``metrics.classifier`` settings
-    (not where the file lives)."""
+def _fits(recorded: dict[str, Any], provenance: dict[str, Any]) -> bool:
+    """A classifier file fits a run when it was trained with the same data and settings (keys an older version did
+    not record are not compared; files that record nothing fit), or on purpose (``explicit``) on the same data."""
+    if recorded.get("explicit"):
+        return recorded.get("dataset") == provenance["dataset"]
+    return all(recorded[key] == value for key, value in provenance.items() if key in recorded)
+
+
+def _load_fitting(path: Path, data: DataBundle, provenance: dict[str, Any], device: torch.device) -> nn.Module | None:
+    """The classifier at ``path`` if it exists, reads and fits; None (to train it again) otherwise."""
+    if not path.is_file():
+        return None
+    try:
+        model, meta = load_classifier(path, device)
+        check_classifier(path, meta, data)
+    except CheckpointError as exc:
+        log.warning("%s; training it again", exc)
+        return None
+    return model if _fits(meta.get("provenance") or {}, provenance) else None
+
+
+def shared_classifier(cfg: Config, data: DataBundle) -> Path:
+    """Where the classifier for these images and ``metrics.classifier`` settings is cached:
+    ``$XDG_CACHE_HOME/spectral-gan/classifiers/<dataset id>-<hash of the provenance>.pt``."""
+    provenance = classifier_provenance(cfg, data)
+    key = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:16]
+    return default_stats_cache().parent / "classifiers" / f"{provenance['dataset']}-{key}.pt"
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``<path>.lock`` for the block (a POSIX advisory lock). Without fcntl (Windows) or
+    when the folder cannot be written, no lock: the block runs anyway (the cache only saves time)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed below
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    tmp.replace(target)
+
+
+def classifier_provenance(cfg: Config, data: DataBundle | None = None) -> dict[str, Any]:
+    """What a run's domain classifier depends on: the data settings, the ``metrics.classifier`` settings (not where
+    the file lives or whether it is cached) and, given the data, a digest of its train and test images."""
     settings = dataclasses.asdict(cfg.metrics.classifier)
-    settings.pop("path")
-    return {"dataset": dataset_id(cfg.data), "settings": settings}
+    for key in ("path", "cache"):
+        settings.pop(key)
+    out: dict[str, Any] = {"dataset": dataset_id(cfg.data), "settings": settings}
+    if data is not None:
+        out["images"] = _classifier_images(data)
+    return out
+
+
+def _classifier_images(data: DataBundle) -> str:
+    digest = hashlib.sha256()
+    for split in (data.train, data.test):
+        digest.update(images_digest(unflipped(split)).encode())
+    return digest.hexdigest()[:16]
 
 
 def run_classifier_path(cfg: Config, run_dir: Path) -> Path:
@@ -339,18 +441,45 @@ def run_classifier_path(cfg: Config, run_dir: Path) -> Path:
     return Path(cfg.metrics.classifier.path) if cfg.metrics.classifier.path else classifier_path(run_dir)
 
 
+def evaluation_parts(
+    cfg: Config,
+    data: DataBundle,
+    device: torch.device,
+    run_dir: Path,
+    *,
+    kind: str | None = None,
+    count: int | None = None,
+    cache: bool = True,
+    progress: bool = False,
+    keep: bool = True,
+    train_data: Callable[[], DataBundle] | None = None,
+    classifier_file: Path | None = None,
+) -> EvalParts:
+    """What an evaluation of a run is made of, for the fid hook and ``evaluate.py --checkpoint`` alike: the domain
+    classifier (:func:`obtain_classifier`), the feature extractor of ``kind`` (default ``hooks.fid.extractor``; auto
+    falls back to the classifier's features with a warning) and the real images' features (``count`` per domain,
+    default ``hooks.fid.num_images``; the statistics cache unless ``cache`` is False). ``classifier_file``: a
+    classifier of the user's, used as it is (it must fit the data)."""
+    kind = kind or cfg.hooks.fid.extractor
+    # A missing Inception file is found before minutes go into training the classifier.
+    inception = inception_extractor(cfg, device) if kind == "inception" else None
+    if classifier_file is not None:
+        classifier, meta = load_classifier(classifier_file, device)
+        check_classifier(classifier_file, meta, data)
+        source: Path | None = classifier_file
+    else:
+        classifier, source = obtain_classifier(run_dir, data, cfg, device, progress, train_data, keep)
+    extractor = inception or build_extractor(kind, cfg, device, classifier, str(source or "not saved"))
+    store = stats_cache_for(cfg, extractor) if cache else None
+    count = cfg.hooks.fid.num_images if count is None else count
+    return classifier, extractor, real_features(cfg, data, extractor, count, store, progress)
+
+
 def eval_setup(cfg: Config, run_dir: Path) -> Callable[[Trainer], EvalParts]:
-    """What the fid hook builds at its first evaluation: classifier, extractor and real features."""
+    """What the fid hook builds at its first evaluation (:func:`evaluation_parts`)."""
 
     def setup(trainer: Trainer) -> EvalParts:
-        kind = cfg.hooks.fid.extractor
-        # A missing Inception file is found before minutes go into training the classifier.
-        inception = inception_extractor(cfg, trainer.device) if kind == "inception" else None
-        classifier = obtain_classifier(run_dir, trainer.data, cfg, trainer.device, cfg.train.progress)
-        source = str(run_classifier_path(cfg, run_dir))
-        extractor = inception or build_extractor(kind, cfg, trainer.device, classifier, source)
-        cache = stats_cache_for(cfg, extractor)
-        return classifier, extractor, real_features(cfg, trainer.data, extractor, cfg.hooks.fid.num_images, cache)
+        return evaluation_parts(cfg, trainer.data, trainer.device, run_dir, progress=cfg.train.progress)
 
     return setup
 

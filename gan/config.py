@@ -256,7 +256,8 @@ class ClassifierMetricConfig:
     lr: float = _opt(1e-3, min=0.0)
     width: int = _opt(32, min=1)
     seed: int = _opt(0, min=0)
-    path: str = ""
+    path: str = ""  # one file for every run that sets it (trained there if absent); "" = the run's classifier.pt
+    cache: bool = True  # share one classifier per images and settings ($XDG_CACHE_HOME/spectral-gan/classifiers)
 
 
 @dataclass(frozen=True)

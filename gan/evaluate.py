@@ -12,7 +12,7 @@ from typing import Any
 
 from gan.compare import compare_runs, find_runs, report_text, write_report
 from gan.errors import UserError
-from gan.metrics.evaluation import TranslationScores
+from gan.metrics.evaluation import TranslationScores, value_span
 from gan.run import (
     evaluate_checkpoint,
     folder_fid,
@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         f.add_argument("paths", nargs="*", type=Path, metavar="PATH", help=inputs)
         _checkpoint_options(f)
+        f.add_argument(
+            "--extractor",
+            choices=["auto", "inception", "classifier"],
+            help="--checkpoint: the features (default: the run's hooks.fid.extractor; auto = Inception if its weights "
+            "are found, else the domain classifier's, logged as classifier_fd/kd, as the training run does)",
+        )
+        f.add_argument("--classifier", type=Path, help="--checkpoint: a classifier file instead of the run's")
         _inception_options(f)
         if name == "fid":
             f.add_argument("--force", action="store_true", help="with --save-stats: replace an existing file")
@@ -91,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("paired-l1", help="paired L1 and PSNR to the ground truth on the synthetic test set")
     m.add_argument("--checkpoint", type=Path, required=True)
-    m.add_argument("--num-images", type=int, default=256)
+    m.add_argument(
+        "--num-images",
+        type=int,
+        help="held-out source images, each translated into every other domain (default: the run's "
+        "hooks.paired_l1.num_images, as its eval/paired_l1 curve)",
+    )
     m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     m.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     c = sub.add_parser(
@@ -184,8 +196,12 @@ def translate(args: argparse.Namespace) -> int:
 
 
 def paired_l1_command(args: argparse.Namespace) -> int:
+    _positive(args, "num_images")
     result = paired_l1_of(args.checkpoint, pick_device(args.device), args.num_images)
-    text = f"paired L1 at step {result['step']}: {result['paired_l1']:.4f} (PSNR {result['paired_psnr']:.2f} dB)"
+    text = (
+        f"paired L1 at step {result['step']}: {result['paired_l1']:.4f} (PSNR {result['paired_psnr']:.2f} dB; "
+        f"{result['num_images']} held-out sources x every other domain)"
+    )
     print(json.dumps(result) if args.json else text)
     return 0
 
@@ -235,6 +251,7 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
         ema=not args.no_ema,
         device=pick_device(args.device),
         classifier=getattr(args, "classifier", None),
+        extractor=getattr(args, "extractor", None),
         cache=not getattr(args, "no_cache", False),
         progress=True,
     )
@@ -245,10 +262,9 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
 
 def _scores_text(scores: TranslationScores, metric: str, step: int) -> str:
     info = scores.info
-    head = f"step {step}, {info['num_images']} translations per target domain"
+    head = f"step {step}, {scores.sample_sizes()}"
     if metric != "accuracy":
-        sizes = sorted({s.kid_subset_size for s in scores.domains.values()})
-        span = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        span = value_span(s.kid_subset_size for s in scores.domains.values())
         head += f" ({_describe(info)}, KID subsets of {span})"
     lines = [head]
     for name, s in scores.domains.items():
@@ -263,7 +279,10 @@ def _scores_text(scores: TranslationScores, metric: str, step: int) -> str:
     if scores.domain_accuracy is not None:
         lines.append(f"  domain accuracy (all translations): {scores.domain_accuracy:.4f}")
     if scores.paired_l1 is not None:
-        lines.append(f"  paired L1 {scores.paired_l1:.4f}   paired PSNR {scores.paired_psnr:.2f} dB")
+        lines.append(
+            f"  paired L1 {scores.paired_l1:.4f}   paired PSNR {scores.paired_psnr:.2f} dB "
+            f"({info['paired_images']} held-out sources x every other domain)"
+        )
     return "\n".join(lines)
 
 

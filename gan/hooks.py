@@ -19,7 +19,14 @@ from tqdm.auto import tqdm
 
 from gan.checkpoint import FORMAT, save_checkpoint
 from gan.lipschitz import LipschitzMonitor, adversarial_output, eval_weight, grad_norms, jacobian_norms
-from gan.metrics.evaluation import RealFeatures, evaluate_translations, paired_scores, spread, unflipped
+from gan.metrics.evaluation import (
+    RealFeatures,
+    TranslationScores,
+    evaluate_translations,
+    paired_scores,
+    spread,
+    unflipped,
+)
 from gan.metrics.features import FeatureExtractor
 from gan.models.modes import evaluating
 from gan.norms import SwitchableNorm2d, gate_parameters
@@ -55,6 +62,10 @@ class Hook:
     def summary(self) -> list[str]:
         """Lines for the end-of-run summary on the console."""
         return []
+
+    def status(self) -> dict[str, Any]:
+        """Entries for the run's status.json."""
+        return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` output."""
@@ -382,6 +393,7 @@ class FidHook(EvalHook):
         self.watch, self.collapse_below = watch, collapse_below
         self.history: list[tuple[int, dict[str, float]]] = []
         self._parts: EvalParts | None = None  # built lazily, at the first evaluation
+        self.about: dict[str, Any] | None = None  # TranslationScores.about() of the latest evaluation
 
     def series(self, tag: str) -> list[tuple[int, float]]:
         return [(step, values[tag]) for step, values in self.history if tag in values]
@@ -409,22 +421,53 @@ class FidHook(EvalHook):
             # Collapse: translations into some domain far less varied than its real images (a signal, not a stop).
             values["stability/collapsed"] = float(values["stability/diversity/min"] < self.collapse_below)
         self.history.append((trainer.step, values))
-        self.writer.scalars(values, trainer.step)
-        log.info("step %d: %s", trainer.step, ", ".join(f"{k} = {v:.4g}" for k, v in values.items() if "mean" in k))
+        if self.about is None:  # what every value is measured on, once per run (TEXT tab)
+            self.writer.text("eval/about", about_text(scores, reals.split), trainer.step)
+        self.about = {**scores.about(), "real_split": reals.split}
+        self.writer.scalars(values, trainer.step, scores.descriptions())
+        means = ", ".join(f"{k} = {v:.4g}" for k, v in values.items() if "mean" in k)
+        log.info("step %d: %s (%s)", trainer.step, means, self.about["sample_sizes"])
         self.after_eval(trainer, self.writer)
+
+    def status(self) -> dict[str, Any]:
+        return {"evaluation": self.about} if self.about is not None else {}
 
     def summary(self) -> list[str]:
         if not self.history:
             return []
         (s0, v0), (s1, v1) = self.history[0], self.history[-1]
         keys = [k for k in v1 if k.endswith("/mean") or k == "eval/domain_accuracy"]
-        return [f"{k}: {v0[k]:.4g} at step {s0} -> {v1[k]:.4g} at step {s1}" for k in keys if k in v0]
+        lines = [f"{k}: {v0[k]:.4g} at step {s0} -> {v1[k]:.4g} at step {s1}" for k in keys if k in v0]
+        if lines and self.about is not None:
+            lines[0] += f" ({self.about['sample_sizes']})"
+        return lines
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [[step, dict(values)] for step, values in self.history]}
+        return {"history": [[step, dict(values)] for step, values in self.history], "about": self.about}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [(int(s), {k: float(v) for k, v in values.items()}) for s, values in state.get("history", [])]
+        self.about = state.get("about")
+
+
+def about_text(scores: TranslationScores, real_split: str) -> str:
+    """Markdown for the TEXT tab: the images and features behind the eval/* distances, and what they compare with."""
+    info = scores.info
+    fd, kd = scores.distance_names()
+    lines = [
+        rf"**eval/{fd}/\*, eval/{kd}/mean**: {scores.sample_sizes()} "
+        f"(held-out sources translated into each domain, uint8; real images from the {real_split} split).",
+        "",
+        f"Features: {info.get('extractor')}, weights `{info.get('weights')}`"
+        + (f" ({info['weights_source']})" if info.get("weights_source") else "")
+        + f", protocol {info.get('protocol')}.",
+        "",
+        "FID at these sample sizes is dominated by its small-sample bias: compare it only with FIDs of the same "
+        "numbers of images and the same features (another run of this project, or `evaluate.py fid --checkpoint` "
+        "with the same --num-images), never with published FIDs over 10k-50k images. KID is unbiased in the sample "
+        "size.",
+    ]
+    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------------------------- nan guard

@@ -30,22 +30,20 @@ from tqdm.auto import tqdm
 
 from gan.build import (
     build_data,
-    build_extractor,
     build_hooks,
     build_label_space,
     build_trainer,
     classifier_provenance,
     config_of_state,
+    evaluation_parts,
     fit_classifier,
     generator_from_state,
     hparam_metrics,
     inception_extractor,
     load_run_config,
     models_problem,
-    real_features,
-    run_classifier_path,
+    obtain_classifier,
     run_hparams,
-    stats_cache_for,
     with_metric_options,
 )
 from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
@@ -405,11 +403,12 @@ def train(
         if new_folder is not None and not started:
             shutil.rmtree(new_folder, ignore_errors=True)  # a failed start leaves nothing behind
         elif run_dir.is_dir():
-            write_status(run_dir, _ending(exc), trainer.step, one_line(exc), trainer.divergence)
+            write_status(run_dir, _ending(exc), trainer.step, one_line(exc), trainer.divergence, hook_status(trainer))
         raise
     finally:
         clear_stop()  # a stop request ends this run only, not later work in the same process
-    write_status(run_dir, "completed" if result.completed else "interrupted", result.step, "", trainer.divergence)
+    ending = "completed" if result.completed else "interrupted"
+    write_status(run_dir, ending, result.step, "", trainer.divergence, hook_status(trainer))
     return result
 
 
@@ -422,12 +421,26 @@ def _ending(exc: BaseException) -> str:
 STATUS = "status.json"
 
 
+def hook_status(trainer: Trainer) -> dict[str, Any]:
+    """What the hooks add to status.json (the fid hook: ``evaluation``, the images and features behind eval/*)."""
+    out: dict[str, Any] = {}
+    for hook in trainer.hooks:
+        out.update(hook.status())
+    return out
+
+
 def write_status(
-    run_dir: Path, status: str, step: int, reason: str = "", divergence: dict[str, Any] | None = None
+    run_dir: Path,
+    status: str,
+    step: int,
+    reason: str = "",
+    divergence: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """``<run>/status.json``: how the run ended (completed, interrupted, diverged or failed), at which step, why;
     ``divergence`` ({step, reason} of the first divergence signal, also when hooks.stability.stop let the run go on,
-    else null) and ``final``: the last logged value of every ``eval/*`` and ``stability/*`` tag."""
+    else null), ``final``: the last logged value of every ``eval/*`` and ``stability/*`` tag, and the hooks'
+    ``extra`` entries (``evaluation``: extractor, weights, protocol and the number of images of each domain)."""
     final = {
         tag: value
         for tag, (_, value) in last_values(run_dir / "scalars.jsonl").items()
@@ -439,6 +452,7 @@ def write_status(
         "reason": reason,
         "divergence": divergence,
         "final": final,
+        **(extra or {}),
         "time": time.time(),
     }
     tmp = run_dir / f".{STATUS}.tmp"
@@ -586,15 +600,19 @@ def evaluate_checkpoint(
     ema: bool = True,
     device: str | torch.device = "auto",
     classifier: Path | None = None,
-    extractor: str = "inception",
+    extractor: str | None = None,
     cache: bool = True,
     progress: bool = False,
 ) -> tuple[TranslationScores, int]:
-    """FID/KID/accuracy of a checkpoint's translations per target domain (the fid hook's protocol) and its step.
+    """FID/KID/accuracy of a checkpoint's translations per target domain and its step: what the run's fid hook logs
+    for this checkpoint (the same images, classifier, extractor choice and fallback, numbers of images; both use
+    gan.build.evaluation_parts), plus paired L1/PSNR at ``hooks.paired_l1.num_images`` as that hook does.
 
-    ``metric="accuracy"`` measures only the domain accuracy (it needs the classifier); ``extractor`` is
-    ``inception``, ``classifier`` or ``auto`` as ``hooks.fid.extractor``. ``metrics`` replaces ``metrics.*`` values of
-    the stored config (e.g. ``{"protocol": "tf1"}``; None values keep the stored ones)."""
+    ``metric="accuracy"`` measures only the domain accuracy; ``extractor`` is ``inception``, ``classifier`` or
+    ``auto`` (default: the run's ``hooks.fid.extractor``); ``classifier`` a classifier file to use instead of the
+    run's. ``metrics`` replaces ``metrics.*`` values of the stored config (e.g. ``{"protocol": "tf1"}``; None values
+    keep the stored ones). Nothing is written into the run folder (a missing classifier comes from, or is trained
+    into, the shared classifier cache)."""
     checkpoint = Path(checkpoint)
     dev = pick_device(device) if isinstance(device, str) else device
     G, cfg, state = load_generator_state(checkpoint, dev, ema)
@@ -604,18 +622,41 @@ def evaluate_checkpoint(
     n = cfg.hooks.fid.num_images if num_images is None else num_images
     if n < 2:
         raise UserError(f"--num-images: FID needs at least 2 images per domain, got {n}")
-    need = metric == "accuracy" or extractor == "classifier"
-    classifier = classifier or run_classifier_path(cfg, run_dir_of(checkpoint))
-    model = run_classifier(checkpoint, data.space, cfg.data.image_size, dev, classifier, required=need)
+    run_dir = run_dir_of(checkpoint)
     feats = reals = None
-    if metric != "accuracy":
-        source = str(classifier)
-        feats = build_extractor(extractor, cfg, dev, model, source)
-        store = stats_cache_for(cfg, feats) if cache else None
-        reals = real_features(cfg, data, feats, n, store, progress=progress)
+    if metric == "accuracy":
+        if classifier is not None:
+            model = run_classifier(checkpoint, data.space, cfg.data.image_size, dev, classifier, required=True)
+        else:
+            model = obtain_classifier(run_dir, data, cfg, dev, progress, lambda: build_data(cfg.data), keep=False)[0]
+    else:
+        model, feats, reals = evaluation_parts(
+            cfg,
+            data,
+            dev,
+            run_dir,
+            kind=extractor,
+            count=n,
+            cache=cache,
+            progress=progress,
+            keep=False,
+            train_data=lambda: build_data(cfg.data),  # the classifier trains with the training run's flips
+            classifier_file=classifier,
+        )
     m = cfg.metrics
     scores = evaluate_translations(
-        G, data, feats, reals, dev, n, model, m.kid_subsets, m.kid_subset_size, m.batch_size, progress=progress
+        G,
+        data,
+        feats,
+        reals,
+        dev,
+        n,
+        model,
+        m.kid_subsets,
+        m.kid_subset_size,
+        m.batch_size,
+        paired_images=cfg.hooks.paired_l1.num_images,
+        progress=progress,
     )
     return scores, int(state["step"])
 
@@ -774,9 +815,12 @@ def input_files(path: Path) -> list[Path]:
     raise DataError(f"{path}: no such file or folder")
 
 
-def paired_l1_of(checkpoint: Path, device: torch.device, num_images: int) -> dict[str, Any]:
-    """Paired L1 and PSNR of a checkpoint's translations against the synthetic data's ground truth."""
+def paired_l1_of(checkpoint: Path, device: torch.device, num_images: int | None = None) -> dict[str, Any]:
+    """Paired L1 and PSNR of a checkpoint's translations against the synthetic data's ground truth, over
+    ``num_images`` held-out sources (default: the run's ``hooks.paired_l1.num_images``, as its eval/paired_l1)."""
     G, cfg, state = load_generator_state(checkpoint, device)
+    if num_images is None:
+        num_images = cfg.hooks.paired_l1.num_images
     data = build_data(cfg.data, train_flip=False)
     if data.paired is None:
         raise UserError(f"{checkpoint}: paired-l1 needs the synthetic dataset (data.source: {cfg.data.source})")

