@@ -18,6 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+try:
+    import fcntl  # the classifier cache's lock (POSIX)
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None  # type: ignore[assignment]
+
 from gan.config import (
     Config,
     DataConfig,
@@ -396,11 +401,11 @@ def _exclusive(path: Path) -> Iterator[None]:
     """An exclusive lock on ``<path>.lock`` for the block (a POSIX advisory lock). Without fcntl (Windows) or
     when the folder cannot be written, no lock: the block runs anyway (the cache only saves time)."""
     try:
-        import fcntl
-
+        if fcntl is None:
+            raise OSError("no fcntl")
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed below
-    except (ImportError, OSError):
+    except OSError:
         yield
         return
     try:

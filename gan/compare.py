@@ -376,6 +376,7 @@ def compare_runs(
     return {
         "metric": metric,
         "mode": mode,
+        "measured_on": measured_on(runs, metric),
         "baseline": spec,
         "threshold": threshold,
         "tolerance": tolerance,
@@ -383,6 +384,20 @@ def compare_runs(
         "groups": rows,
         "ranking": [r["name"] for r in rows],
     }
+
+
+def measured_on(runs: list[Run], metric: str) -> list[str]:
+    """The distinct sample sizes and features behind an ``eval/`` distance or accuracy metric, from the runs'
+    status.json ``evaluation`` entries (e.g. "64 translations vs 64 real images per target domain, inception");
+    more than one means the groups' values are not comparable."""
+    if not metric.startswith("eval/") or metric.startswith("eval/paired"):
+        return []
+    seen = {
+        f"{e['sample_sizes']}, {e.get('extractor')}"
+        for run in runs
+        if isinstance(e := run.status.get("evaluation"), dict) and "sample_sizes" in e
+    }
+    return sorted(seen)
 
 
 # ------------------------------------------------------------------------------------------------------ output
@@ -408,6 +423,16 @@ def report_text(report: dict[str, Any]) -> str:
         f"{_fmt(report['threshold']) if report['threshold'] is not None else 'the baseline final mean'}): first logged "
         "step reaching it, mean over the runs that did (reached/runs).",
         "",
+    ]
+    sizes = report.get("measured_on") or []
+    if len(sizes) == 1:
+        lines += [f"Measured on {sizes[0]} (compare only with values at the same sample sizes).", ""]
+    elif sizes:
+        lines += [
+            f"**Not comparable**: the runs were measured on different sample sizes or features: {'; '.join(sizes)}.",
+            "",
+        ]
+    lines += [
         "| rank | group | runs | diverged | final mean ± std | 95 % interval | per seed | best (step) | "
         "curve mean | steps to threshold | s/step | vs baseline |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

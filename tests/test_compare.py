@@ -180,3 +180,27 @@ def test_groups_without_spread_and_non_finite_values_give_strict_json(tmp_path, 
     a = _group(report, "gp=0")
     assert a["vs_baseline"]["t"] is None and a["vs_baseline"]["p"] == 0.0 and a["vs_baseline"]["verdict"] == "worse"
     assert _group(report, "gp=10")["final"]["values"] == [0.9, 0.9, None]  # a NaN last value counts as none
+
+
+def test_the_report_names_the_sample_sizes_and_refuses_to_hide_a_mismatch(tmp_path):
+    from gan.compare import compare_runs, find_runs, report_text
+
+    def evaluated(folder, seed, gp, images):
+        run = _run(folder, seed, gp, [(0, 100.0), (200, 50.0 + seed)], "completed")
+        with open(run / "scalars.jsonl", "a") as f:
+            f.write(json.dumps({"step": 200, "eval/fid/mean": 50.0 + seed + gp}) + "\n")
+        status = json.loads((run / "status.json").read_text())
+        sizes = f"{images} translations vs {images} real images per target domain"
+        status["evaluation"] = {"extractor": "inception", "sample_sizes": sizes}
+        (run / "status.json").write_text(json.dumps(status))
+
+    for seed in (0, 1):
+        evaluated(tmp_path / "a" / f"seed{seed}", seed, 0.0, 64)
+        evaluated(tmp_path / "b" / f"seed{seed}", seed, 10.0, 64)
+    report = compare_runs(find_runs([tmp_path]), "eval/fid/mean")
+    assert report["measured_on"] == ["64 translations vs 64 real images per target domain, inception"]
+    assert "Measured on 64 translations vs 64 real images per target domain, inception" in report_text(report)
+    assert compare_runs(find_runs([tmp_path]), METRIC)["measured_on"] == []  # paired L1 has no such caveat
+    evaluated(tmp_path / "b" / "seed2", 2, 10.0, 256)
+    text = report_text(compare_runs(find_runs([tmp_path]), "eval/fid/mean"))
+    assert "**Not comparable**" in text and "256 translations vs 256" in text

@@ -15,11 +15,14 @@ class _NullWriter:
     def __init__(self):
         self.scalar_tags, self.images = set(), []
 
-    def scalars(self, values, step):
+    def scalars(self, values, step, descriptions=None):
         self.scalar_tags |= set(values)
 
     def image(self, tag, image, step):
         self.images.append((tag, tuple(image.shape)))
+
+    def text(self, tag, text, step):
+        pass
 
 
 @pytest.fixture(scope="module")
