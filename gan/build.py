@@ -193,6 +193,8 @@ def train_settings(cfg: Config) -> TrainSettings:
         lambda_r1=loss.lambda_r1,
         sn_per_step=cfg.model.discriminator.spectral_norm.update == "step",
         num_workers=cfg.data.num_workers,
+        precision=t.precision,
+        channels_last=t.channels_last,
     )
 
 
@@ -204,6 +206,8 @@ def build_trainer(cfg: Config, data: DataBundle, device: torch.device, hooks: li
     num_domains = len(data.domains)
     G = build_generator(cfg.model.generator, num_domains).to(device)
     D = build_discriminator(cfg.model.discriminator, cfg.data.image_size, num_domains).to(device)
+    if cfg.train.channels_last:  # before the optimizers exist: parameters keep their identity, only their strides
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     if cfg.model.discriminator.spectral_norm.update == "step":
         set_power_iteration_mode(D, "manual")
     if cfg.model.sync_batchnorm:

@@ -153,6 +153,8 @@ class TrainConfig:
     g_ema_decay: float = _opt(0.0, min=0.0, max=1.0)
     seed: int = _opt(0, min=0)
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = False
     deterministic: bool = False
     progress: bool = True
 

@@ -183,7 +183,10 @@ def _metric_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _describe(info: dict[str, Any]) -> str:
     weights = "" if info.get("official_weights", True) else ", UNOFFICIAL weights " + str(info.get("weights_sha256"))
-    return f"{info['extractor']}, protocol {info['protocol']}{weights}"
+    source = (
+        f", weights from {info['weights_source']}" if info.get("weights_source") not in (None, "state dict") else ""
+    )
+    return f"{info['extractor']}, protocol {info['protocol']}{source}{weights}"
 
 
 def translate(args: argparse.Namespace) -> int:

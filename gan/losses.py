@@ -54,33 +54,43 @@ ADVERSARIAL_LOSSES.add(
 )
 
 
-def _input_gradient(output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """d sum(output) / d inputs with a graph, so that a penalty on it can be back-propagated (double backward)."""
-    (grad,) = torch.autograd.grad(output.sum(), inputs, create_graph=True)
-    return grad.flatten(1)
+def _input_gradient(output: torch.Tensor, inputs: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """d sum(output) / d inputs with a graph, so that a penalty on it can be back-propagated (double backward).
+
+    ``scale`` (fp16 training: the GradScaler's current scale) follows PyTorch's AMP recipe for gradient penalties:
+    the output is scaled before the gradient is taken, so that small fp16 gradients do not flush to zero, and the
+    gradient is unscaled afterwards (an overflow gives inf, and the scaler skips that step)."""
+    total = output.sum() if scale is None else output.sum() * scale
+    (grad,) = torch.autograd.grad(total, inputs, create_graph=True)
+    grad = grad.flatten(1)
+    return grad if scale is None else grad / scale
 
 
 def gradient_penalty(
-    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    scale: float | None = None,
 ) -> torch.Tensor:
     """WGAN-GP: mean over the batch of (||grad_x critic(x_hat)|| - 1)^2 on random interpolates of real and fake.
 
     As in StarGAN, the gradient is that of the sum over the PatchGAN map. A tiny constant inside the square root
-    keeps its gradient finite if the input gradient is exactly zero.
+    keeps its gradient finite if the input gradient is exactly zero. ``scale``: see :func:`_input_gradient`.
     """
     alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
-    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    grad = _input_gradient(critic(x_hat), x_hat)
+    x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach().to(real.dtype)).requires_grad_(True)
+    grad = _input_gradient(critic(x_hat), x_hat, scale)
     norm = torch.sqrt(grad.pow(2).sum(1) + 1e-12)
     return ((norm - 1) ** 2).mean()
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, scale: float | None = None) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): 0.5 * mean over the batch of ||grad_x D(x)||^2 on real images.
 
-    ``real`` must have ``requires_grad`` set before ``real_logits`` were computed from it.
+    ``real`` must have ``requires_grad`` set before ``real_logits`` were computed from it. ``scale``: see
+    :func:`_input_gradient`.
     """
-    grad = _input_gradient(real_logits, real)
+    grad = _input_gradient(real_logits, real, scale)
     return 0.5 * grad.pow(2).sum(1).mean()
 
 

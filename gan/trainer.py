@@ -6,6 +6,7 @@ stay as detached tensors (no ``.item()`` on the hot path); hooks convert them at
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
@@ -27,6 +28,9 @@ from gan.norms import clamp_gates_, set_norm_step
 from gan.spectral import power_iteration_
 
 log = logging.getLogger(__name__)
+
+# train.precision -> the autocast dtype of G's and D's forwards (None: plain float32).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Hook(Protocol):
@@ -115,6 +119,8 @@ class TrainSettings:
     lambda_r1: float = 0.0
     sn_per_step: bool = True  # advance D's spectral-norm power iteration once per D step (manual mode)
     num_workers: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of G's and D's forwards (fp16 with gradient scaling)
+    channels_last: bool = False  # images in channels-last memory format (the models are converted by gan.build)
 
 
 class Trainer:
@@ -145,6 +151,14 @@ class Trainer:
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, self._lr_factor)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, self._lr_factor)
         self.adv = ADVERSARIAL_LOSSES.get(settings.adversarial)
+        if settings.precision not in AUTOCAST_DTYPES:
+            raise ValueError(f"precision: {settings.precision!r} is not one of {', '.join(AUTOCAST_DTYPES)}")
+        self.autocast_dtype = AUTOCAST_DTYPES[settings.precision]
+        # fp16 gradients are scaled (one scaler per optimizer: D and G step at different rates); disabled scalers
+        # are pass-throughs, so fp32 and bf16 steps are exactly the plain ones.
+        fp16 = settings.precision == "fp16"
+        self.scaler_D = torch.amp.GradScaler(device.type, enabled=fp16)
+        self.scaler_G = torch.amp.GradScaler(device.type, enabled=fp16)
         self.step = 0
         self.last = StepResult()
         # Accumulates "some loss was non-finite" on the device, so the NaN guard needs no per-step sync.
@@ -195,6 +209,27 @@ class Trainer:
         return self.space.shuffled(labels)
 
     # -------------------------------------------------------------------------------------------------- steps
+    def _amp(self) -> contextlib.AbstractContextManager[object]:
+        """Autocast for ``train.precision`` bf16/fp16 (nothing for fp32). Spectral norm's power iteration and sigma
+        switch it off for themselves (gan.spectral), so they stay float32 under every precision."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def critic(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's (adversarial map, domain logits) under the run's precision, as float32 for the losses."""
+        with self._amp():
+            out, cls = self.D(x)
+        return out.float(), cls.float()
+
+    def generate(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """G(x, labels) under the run's precision, as float32."""
+        with self._amp():
+            return self.G(x, self.domain_vector(labels)).float()
+
+    def _penalty_scale(self, scaler: torch.amp.GradScaler) -> float | None:
+        return scaler.get_scale() if scaler.is_enabled() else None
+
     def d_step(self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor) -> dict[str, torch.Tensor]:
         """One critic update: adversarial + domain classification on reals + optional GP and R1."""
         s = self.settings
@@ -202,10 +237,10 @@ class Trainer:
             power_iteration_(self.D)  # once per optimizer step; the forwards below all divide by the same sigma
         use_r1 = s.lambda_r1 > 0
         x_in = x_real.detach().requires_grad_(use_r1)
-        out_real, cls_real = self.D(x_in)
+        out_real, cls_real = self.critic(x_in)
         with torch.no_grad():
-            x_fake = self.G(x_real, self.domain_vector(label_trg))
-        out_fake, _ = self.D(x_fake)
+            x_fake = self.generate(x_real, label_trg)
+        out_fake, _ = self.critic(x_fake)
         gap = (out_real.detach().mean() - out_fake.detach().mean()).float()
         self.last.critic_gap = gap
         self.max_gap = torch.maximum(self.max_gap, gap.abs())
@@ -214,24 +249,27 @@ class Trainer:
             "cls": classification_loss(cls_real, label_org, self.data.multi_label),
         }
         total = parts["adv"] + s.lambda_cls * parts["cls"]
+        watched = total  # fp16: an overflow inside a penalty's scaled gradient is the scaler's to skip, not a NaN
+        scale = self._penalty_scale(self.scaler_D)
         if s.lambda_gp > 0:
-            parts["gp"] = gradient_penalty(lambda x: self.D(x)[0], x_real, x_fake)
+            parts["gp"] = gradient_penalty(lambda x: self.critic(x)[0], x_real, x_fake, scale)
             total = total + s.lambda_gp * parts["gp"]
         if use_r1:
-            parts["r1"] = r1_penalty(out_real, x_in)
+            parts["r1"] = r1_penalty(out_real, x_in, scale)
             total = total + s.lambda_r1 * parts["r1"]
         self.opt_D.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_D.step()
+        self.scaler_D.scale(total).backward()
+        self.scaler_D.step(self.opt_D)  # a plain opt_D.step() unless fp16 (which skips steps with inf gradients)
+        self.scaler_D.update()
         clamp_gates_(self.D)  # Batch-Instance gates stay in [0, 1] (Nam & Kim), in D as in G
-        return self._detached(parts, total)
+        return self._detached(parts, total if scale is None else watched)
 
     def g_step(self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor) -> dict[str, torch.Tensor]:
         """One generator update: fool D, land in the target domain, and reconstruct the input from the fake."""
         s = self.settings
-        x_fake = self.G(x_real, self.domain_vector(label_trg))
-        out_fake, cls_fake = self.D(x_fake)
-        x_rec = self.G(x_fake, self.domain_vector(label_org))
+        x_fake = self.generate(x_real, label_trg)
+        out_fake, cls_fake = self.critic(x_fake)
+        x_rec = self.generate(x_fake, label_org)
         parts = {
             "adv": self.adv.g(out_fake),
             "cls": classification_loss(cls_fake, label_trg, self.data.multi_label),
@@ -239,8 +277,9 @@ class Trainer:
         }
         total = parts["adv"] + s.lambda_cls * parts["cls"] + s.lambda_rec * parts["rec"]
         self.opt_G.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_G.step()
+        self.scaler_G.scale(total).backward()
+        self.scaler_G.step(self.opt_G)
+        self.scaler_G.update()
         clamp_gates_(self.G)
         self._update_ema()
         return self._detached(parts, total)
@@ -279,6 +318,8 @@ class Trainer:
     def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         """One iteration: a D step, and every ``n_critic`` iterations a G step (as StarGAN counts them)."""
         x_real = batch[0].to(self.device, non_blocking=True)
+        if self.settings.channels_last:
+            x_real = x_real.contiguous(memory_format=torch.channels_last)
         label_org = batch[1].to(self.device, non_blocking=True)
         label_trg = self.random_targets(label_org)
         for net in (self.G, self.D):
@@ -287,10 +328,11 @@ class Trainer:
         if (self.step + 1) % self.settings.n_critic == 0:
             self.last.g = self.g_step(x_real, label_org, label_trg)
         with warnings.catch_warnings():
-            # G's optimizer first steps at iteration n_critic; the schedule is per iteration on purpose.
+            # G's optimizer first steps at iteration n_critic, and fp16's scaler skips steps with inf gradients; the
+            # schedule is per iteration on purpose.
             warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
             self.sched_G.step()
-        self.sched_D.step()
+            self.sched_D.step()
         self.step += 1
 
     def fit(self) -> None:
@@ -373,6 +415,7 @@ class Trainer:
             "sched_G": self.sched_G.state_dict(),
             "sched_D": self.sched_D.state_dict(),
             "rng": rng,
+            "scalers": {"D": self.scaler_D.state_dict(), "G": self.scaler_G.state_dict()},  # {} when not fp16
             "divergence": self.divergence,
             "hooks": self.hook_states(),
         }
@@ -391,6 +434,10 @@ class Trainer:
         for name, opt, sched, net in (("G", self.opt_G, self.sched_G, self.G), ("D", self.opt_D, self.sched_D, self.D)):
             _load_optimizer(opt, sched, net, state[f"opt_{name}"], state[f"sched_{name}"], name)
         self.step = int(state["step"])
+        scalers = state.get("scalers") or {}
+        for name, scaler in (("D", self.scaler_D), ("G", self.scaler_G)):
+            if scaler.is_enabled() and scalers.get(name):  # a run switched to fp16 on resume starts a fresh scale
+                scaler.load_state_dict(scalers[name])
         self.divergence = state.get("divergence")
         torch.set_rng_state(state["rng"]["torch"])
         version, internal, gauss = state["rng"]["python"]
