@@ -339,7 +339,7 @@ def obtain_classifier(
         log.warning("%s was trained on other data or settings than this run's; replacing it", path)
     if not keep:
         path = None
-    shared = shared_classifier(cfg, data) if cfg.metrics.classifier.cache else None
+    shared = _cache_file(provenance) if cfg.metrics.classifier.cache else None
     where = path if explicit and path is not None else shared or path
 
     def train() -> tuple[nn.Module, Any]:
@@ -395,7 +395,10 @@ def _load_fitting(path: Path, data: DataBundle, provenance: dict[str, Any], devi
 def shared_classifier(cfg: Config, data: DataBundle) -> Path:
     """Where the classifier for these images and ``metrics.classifier`` settings is cached:
     ``$XDG_CACHE_HOME/spectral-gan/classifiers/<dataset id>-<hash of the provenance>.pt``."""
-    provenance = classifier_provenance(cfg, data)
+    return _cache_file(classifier_provenance(cfg, data))
+
+
+def _cache_file(provenance: dict[str, Any]) -> Path:
     key = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:16]
     return default_stats_cache().parent / "classifiers" / f"{provenance['dataset']}-{key}.pt"
 
@@ -404,12 +407,14 @@ def shared_classifier(cfg: Config, data: DataBundle) -> Path:
 def _exclusive(path: Path) -> Iterator[None]:
     """An exclusive lock on ``<path>.lock`` for the block (a POSIX advisory lock). Without fcntl (Windows) or
     when the folder cannot be written, no lock: the block runs anyway (the cache only saves time)."""
-    try:
-        if fcntl is None:
-            raise OSError("no fcntl")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed below
-    except OSError:
+    handle = None
+    if fcntl is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 - closed below
+        except OSError:
+            handle = None
+    if handle is None:
         yield
         return
     try:
@@ -443,11 +448,6 @@ def _classifier_images(data: DataBundle) -> str:
     for split in (data.train, data.test):
         digest.update(images_digest(unflipped(split)).encode())
     return digest.hexdigest()[:16]
-
-
-def run_classifier_path(cfg: Config, run_dir: Path) -> Path:
-    """Where a run's domain classifier lives: ``metrics.classifier.path`` (shared by runs), else in the run."""
-    return Path(cfg.metrics.classifier.path) if cfg.metrics.classifier.path else classifier_path(run_dir)
 
 
 def evaluation_parts(

@@ -39,6 +39,18 @@ metrics:
 """
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """(config, data) of TINY, built once per test module (for tests that build trainers directly)."""
+    from gan.build import build_data
+    from gan.config import load_config
+
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY)
+    cfg = load_config([path])
+    return cfg, build_data(cfg.data)
+
+
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"

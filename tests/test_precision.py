@@ -7,21 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from gan.build import build_data, build_trainer, load_config
+from gan.build import build_trainer, load_config
 from gan.losses import gradient_penalty, r1_penalty
 from gan.spectral import sn_estimate, spectral_norm_modules
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from tests.conftest import TINY
-
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(TINY)
-    cfg = load_config([path])
-    return cfg, build_data(cfg.data)
 
 
 def _trainer(tiny, *overrides):

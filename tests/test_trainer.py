@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from gan.build import build_data, build_trainer, eval_setup, load_run_config
+from gan.build import build_trainer, eval_setup, load_run_config
 from gan.config import load_config
 from gan.hooks import FidHook, ImagesHook, PairedL1Hook, SigmaHook, StabilityHook
 from gan.trainer import StepBatchSampler
@@ -23,16 +23,6 @@ class _NullWriter:
 
     def text(self, tag, text, step):
         pass
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from tests.conftest import TINY
-
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(TINY)
-    cfg = load_config([path])
-    return cfg, build_data(cfg.data)
 
 
 def _trainer(tiny, *overrides):
