@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from torch import nn
 
 __all__ = [
     "apply_spectral_norm",
+    "cached_weights",
     "effective_weight",
     "get_power_iteration_mode",
     "has_spectral_norm",
@@ -86,21 +88,57 @@ def _sigma(weight_mat: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.
         return torch.dot(u.to(dtype), torch.mv(weight_mat.to(dtype), v.to(dtype)))
 
 
+class _BackwardSeen:
+    """Gradient hook on a cached W_SN: records that a backward ran through it.
+
+    That backward freed the graph below W_SN (the division and sigma) unless it was retained, so the cache must not
+    hand this W_SN to a later forward. It holds only a flag, so the graph it hangs on references nothing else.
+    """
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, grad: torch.Tensor) -> None:
+        self.seen = True
+
+
+class _CachedWeight(NamedTuple):
+    """One W_SN of :func:`cached_weights` and what it was computed from."""
+
+    sources: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # weight_orig, u, v: held so their ids stay unique
+    stamp: tuple[int, int, int, bool]  # their _version counters and weight_orig.requires_grad
+    weight: torch.Tensor
+    backward_seen: _BackwardSeen | None  # None when W_SN has no graph (no_grad or a frozen weight_orig)
+
+
+# Transient state of a hook: the cache of cached_weights(), never copied or pickled.
+_CACHE_STATE = ("_cache", "_cache_users")
+
+
 class _SpectralNormHook:
     """Forward pre-hook that sets ``module.weight = weight_orig / sigma`` before each forward.
 
-    It holds only plain settings (no tensors, no reference to the module), so deepcopy and pickling of the module
-    copy it trivially. Its type also marks a module as carrying our spectral norm.
+    Outside :func:`cached_weights` it holds only plain settings (no tensors, no reference to the module), so deepcopy
+    and pickling of the module copy it trivially; inside, copies drop the cache (``__getstate__``). Its type also
+    marks a module as carrying our spectral norm.
     """
 
-    # Class-level default so hooks pickled before the mode switch existed load in "forward" mode.
+    # Class-level defaults so hooks pickled before these attributes existed load in "forward" mode and uncached.
     iterate_in_forward: bool = True
+    _cache: dict[tuple[bool, bool], _CachedWeight] | None = None
+    _cache_users: int = 0
 
     def __init__(self, dim: int, n_power_iterations: int, eps: float) -> None:
         self.dim = dim
         self.n_power_iterations = n_power_iterations
         self.eps = eps
         self.iterate_in_forward = True
+
+    def __getstate__(self) -> dict[str, object]:
+        # A copy made inside cached_weights() starts uncached: the cache holds graphs, which deepcopy cannot copy.
+        return {key: value for key, value in self.__dict__.items() if key not in _CACHE_STATE}
 
     def compute_weight(self, module: nn.Module, do_power_iteration: bool) -> torch.Tensor:
         """The normalised weight, differentiable w.r.t. ``weight_orig`` (through W and through sigma)."""
@@ -119,7 +157,46 @@ class _SpectralNormHook:
 
     def __call__(self, module: nn.Module, args: tuple[object, ...]) -> None:
         do_power_iteration = module.training and self.iterate_in_forward
-        setattr(module, _NAME, self.compute_weight(module, do_power_iteration=do_power_iteration))
+        # is_compiling() first: dynamo folds it to True, so a compiled forward never reads (or guards on) the cache.
+        if not torch.compiler.is_compiling() and self._cache is not None and not self.iterate_in_forward:
+            weight = self.cached_weight(module, self._cache)
+        else:
+            weight = self.compute_weight(module, do_power_iteration=do_power_iteration)
+        setattr(module, _NAME, weight)
+
+    def cached_weight(self, module: nn.Module, cache: dict[tuple[bool, bool], _CachedWeight]) -> torch.Tensor:
+        """W_SN from ``cache`` if it is still what :meth:`compute_weight` would return, else computed and cached."""
+        sources = (getattr(module, _ORIG), getattr(module, _U), getattr(module, _V))
+        stamp = (sources[0]._version, sources[1]._version, sources[2]._version, sources[0].requires_grad)
+        # The grad mode decides whether W_SN carries a graph; inference tensors must not leak into normal mode.
+        key = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+        entry = cache.get(key)
+        if (
+            entry is not None
+            and entry.stamp == stamp
+            and all(cached is current for cached, current in zip(entry.sources, sources))
+            and not (entry.backward_seen is not None and entry.backward_seen.seen)
+        ):
+            return entry.weight
+        weight = self.compute_weight(module, do_power_iteration=False)
+        backward_seen = None
+        if weight.requires_grad:
+            backward_seen = _BackwardSeen()
+            weight.register_hook(backward_seen)
+        cache[key] = _CachedWeight(sources, stamp, weight, backward_seen)
+        return weight
+
+    def open_cache(self) -> None:
+        """Enter one :func:`cached_weights` context (they nest: the cache lives until the outermost exits)."""
+        if self._cache_users == 0:
+            self._cache = {}
+        self._cache_users += 1
+
+    def close_cache(self) -> None:
+        """Leave one :func:`cached_weights` context; the last one out drops the cached tensors and their graphs."""
+        self._cache_users -= 1
+        if self._cache_users == 0:
+            del self._cache, self._cache_users  # back to the class defaults: no cache, plain settings only
 
 
 def _release_graph_weight(module: nn.Module, args: tuple[object, ...], output: object) -> None:
@@ -360,6 +437,7 @@ def set_power_iteration_mode(model: nn.Module, mode: str) -> int:
     optimizer step. Every forward of a step then sees the same W_SN, so the real, fake and penalty terms agree, and
     u, v change only at a point the trainer chooses. Under DDP that point comes after the gradient all-reduce, where
     every rank holds the same W, so the deterministic iteration keeps u, v identical without broadcasting buffers.
+    Inside :func:`cached_weights` the step's W_SN is computed once and shared by all its forwards.
 
     DDP. With manual mode, ``broadcast_buffers=False`` is safe: DDP syncs parameters and buffers once at construction,
     the optimizer applies the same all-reduced gradient on every rank, so W, u and v stay bitwise equal (tested on two
@@ -397,6 +475,53 @@ def power_iteration_(model: nn.Module) -> int:
         _power_iteration(weight_mat, getattr(module, _U), getattr(module, _V), hook.n_power_iterations, hook.eps)
         _store_weight(module)
     return len(layers)
+
+
+@contextmanager
+def cached_weights(model: nn.Module) -> Iterator[None]:
+    """Inside this context, each "manual"-mode SN layer of ``model`` computes W_SN = W / sigma once and reuses it.
+
+    Why. In "manual" mode (:func:`set_power_iteration_mode`) no forward moves u or v, so every forward between two
+    :func:`power_iteration_` calls recomputes the same sigma = u^T W_mat v and W / sigma. A WGAN-GP critic step calls
+    D three times (real, fake, interpolates), so without the cache it builds three copies of that small graph and
+    backpropagates through the division three times. Inside the context the first forward's W_SN (the tensor and its
+    autograd node) is handed to the later forwards.
+
+    Maths. W_SN is a deterministic function of (W, u, v), so the cached tensor is bitwise the one a recomputation
+    would give: outputs are identical. With uses i = 1..k, autograd first sums the incoming gradients at W_SN,
+    G = sum_i G_i, then applies the backward of the division once: ``dL/dW = (G - <G, W_SN> u v^T) / sigma``. That map
+    is linear in G, so it equals the sum of the k separate backward passes of the uncached path, up to the order of
+    floating-point summation (about 1e-16 relative in float64). The same holds for a gradient penalty's double
+    backward, whose terms also meet at W_SN.
+
+    When W_SN is recomputed. The cache holds one W_SN per grad mode (``torch.is_grad_enabled()``, and inference mode),
+    so a no_grad forward never hands a graph-less W_SN to a training forward. An entry is also dropped when
+    weight_orig, u or v changed in place (their ``_version``: an optimizer step, :func:`power_iteration_`,
+    ``load_state_dict``), is a different tensor (``functional_call``), when weight_orig's requires_grad changed, and
+    once a backward has run through the cached W_SN, since that backward freed its graph unless ``retain_graph``
+    (so forward, backward, forward, backward, as in gradient accumulation, works). Writes through ``.data`` bypass the
+    version counter and are not seen: do not write ``weight_orig.data`` inside the context.
+
+    Scope. Layers in "forward" mode are not cached (each training forward iterates). Eval-mode forwards use the cache
+    too: manual mode and eval both take sigma from the stored u, v. Contexts nest; the cache lives on the layers' hooks
+    until the outermost context exits, and then nothing of it remains (``module.weight`` is detached after every
+    forward as always). ``copy.deepcopy`` and pickle work inside and outside; a copy made inside starts uncached.
+
+    torch.compile. A compiled forward ignores the cache (the hook checks ``torch.compiler.is_compiling()`` first, so
+    the compiled graph has no guard on it and recomputes W_SN as before), and the context is a no-op when entered
+    while compiling. Caching helps eager forwards.
+    """
+    if torch.compiler.is_compiling():
+        yield
+        return
+    hooks = [_require_hook(module) for _, module in spectral_norm_modules(model)]
+    for hook in hooks:
+        hook.open_cache()
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.close_cache()
 
 
 # --- state dicts: torch's legacy versions and its parametrization ---------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -14,12 +15,16 @@ from torch.func import functional_call
 from torch.nn.utils import parametrizations
 from torch.testing import assert_close
 
+import gan.spectral
 from gan.spectral import (
     apply_spectral_norm,
+    cached_weights,
     effective_weight,
     has_spectral_norm,
+    power_iteration_,
     remove_spectral_norm,
     reshape_dim,
+    set_power_iteration_mode,
     sn_estimate,
     spectral_norm,
     spectral_norm_modules,
@@ -518,3 +523,264 @@ def test_apply_spectral_norm_and_module_listing():
     apply_spectral_norm(model)  # already applied modules are left alone
     assert spectral_norm_modules(model) == listed
     assert torch.equal(model[0].weight_u, u_before)
+
+
+# --- 11: cached_weights: one W_SN per step in manual mode ------------------------------------------------------------
+
+# (factory, input shape): the three layer kinds and a small Sequential critic.
+CACHED_MODELS = [(factory, shape) for _, factory, _, shape in LAYERS] + [(_discriminator, (3, 2, 4, 4))]
+CACHED_IDS = [*LAYER_IDS, "sequential"]
+
+
+def _manual(factory: Callable[[], nn.Module]) -> nn.Module:
+    """A float64 SN model in manual mode, seeded."""
+    torch.manual_seed(0)
+    model = factory()
+    if not spectral_norm_modules(model):
+        model = spectral_norm(model)
+    set_power_iteration_mode(model, "manual")
+    return model.double()
+
+
+@pytest.fixture
+def sigma_calls(monkeypatch) -> list[int]:
+    """Counts the calls of gan.spectral._sigma, i.e. how often some W_SN (or sigma estimate) is computed."""
+    calls = [0]
+    original = gan.spectral._sigma
+
+    def counting(*args: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return original(*args)
+
+    monkeypatch.setattr(gan.spectral, "_sigma", counting)
+    return calls
+
+
+def _weights_seen(module: nn.Module) -> list[torch.Tensor]:
+    """The ``module.weight`` tensor of each later forward (a pre-hook registered after spectral norm's)."""
+    seen: list[torch.Tensor] = []
+    module.register_forward_pre_hook(lambda m, args: seen.append(m.weight))
+    return seen
+
+
+def _wgan_gp_step(model: nn.Module, shape: tuple[int, ...]) -> list[torch.Tensor]:
+    """D(real), D(fake), D(interpolates) with a gradient penalty, one backward; returns the three outputs."""
+    gen = torch.Generator().manual_seed(11)
+    real, fake = torch.randn(shape, generator=gen, dtype=torch.float64), torch.randn(shape, generator=gen).double()
+    alpha = torch.rand(shape[0], *[1] * (len(shape) - 1), generator=gen, dtype=torch.float64)
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    d_real, d_fake, d_hat = model(real), model(fake), model(x_hat)
+    (grad_x,) = torch.autograd.grad(d_hat.sum(), x_hat, create_graph=True)
+    penalty = ((grad_x.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    (d_fake.mean() - d_real.mean() + 10 * penalty).backward()
+    return [d_real, d_fake, d_hat]
+
+
+@pytest.mark.parametrize(("factory", "shape"), CACHED_MODELS, ids=CACHED_IDS)
+def test_cached_wgan_gp_step_equals_uncached(factory, shape, sigma_calls):
+    reference, model = _manual(factory), _manual(factory)
+    expected = _wgan_gp_step(reference, shape)
+    n_layers = len(spectral_norm_modules(model))
+    sigma_calls[0] = 0
+    with cached_weights(model):
+        outputs = _wgan_gp_step(model, shape)
+    assert sigma_calls[0] == n_layers  # one W_SN per layer for the three forwards
+    for out, ref in zip(outputs, expected):
+        assert_close(out, ref, atol=0, rtol=0)  # the same W_SN values: bitwise
+    for (name, param), ref in zip(model.named_parameters(), reference.parameters()):
+        assert_close(param.grad, ref.grad, atol=1e-12, rtol=1e-12, msg=name)  # summed at W_SN, then one backward
+
+
+def test_cached_weight_is_computed_once_per_grad_mode(sigma_calls):
+    module = _manual(lambda: nn.Conv2d(3, 6, 2))
+    seen = _weights_seen(module)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    sigma_calls[0] = 0
+    with cached_weights(module):
+        module(x)
+        module.eval()(x)  # eval forwards share the cache: manual mode and eval both use the stored u, v
+        with torch.no_grad():
+            module.train()(x)
+            module(x)
+        module(x)
+    assert sigma_calls[0] == 2
+    assert seen[0] is seen[1] is seen[4] and seen[2] is seen[3] and seen[0] is not seen[2]
+    assert seen[0].requires_grad and not seen[2].requires_grad
+    module(x)
+    module(x)
+    assert sigma_calls[0] == 4  # outside the context every forward computes W_SN again
+
+
+def _sgd_step(module: nn.Module, out: torch.Tensor) -> None:
+    out.sum().backward()
+    torch.optim.SGD(module.parameters(), lr=0.1).step()
+
+
+def _adam_step(**flavour: bool) -> Callable[[nn.Module, torch.Tensor], None]:
+    def step(module: nn.Module, out: torch.Tensor) -> None:
+        out.sum().backward()
+        torch.optim.Adam(module.parameters(), lr=0.1, **flavour).step()
+
+    return step
+
+
+def _scale_in_place(module: nn.Module, out: torch.Tensor) -> None:
+    with torch.no_grad():
+        module.weight_orig.mul_(1.5)
+
+
+def _load_state_dict(module: nn.Module, out: torch.Tensor) -> None:
+    state = {key: value * 2 if key == "weight_u" else value for key, value in module.state_dict().items()}
+    module.load_state_dict(state)
+
+
+# (change between two forwards, whether the second forward may reuse the first W_SN)
+CHANGES = [
+    (lambda module, out: None, True),
+    (lambda module, out: out.sum().backward(), False),  # the backward freed W_SN's graph
+    (lambda module, out: out.sum().backward(retain_graph=True), False),  # seen as a backward all the same
+    (_sgd_step, False),
+    (_adam_step(foreach=False), False),
+    (_adam_step(foreach=True), False),
+    (_adam_step(fused=True), False),
+    (_scale_in_place, False),
+    (lambda module, out: power_iteration_(module), False),
+    (_load_state_dict, False),
+    (lambda module, out: module.weight_orig.requires_grad_(False), False),
+]
+CHANGE_IDS = [
+    "nothing",
+    "backward",
+    "backward_retain_graph",
+    "sgd",
+    "adam",
+    "adam_foreach",
+    "adam_fused",
+    "in_place",
+    "power_iteration",
+    "load_state_dict",
+    "requires_grad_off",
+]
+
+
+@pytest.mark.parametrize(("change", "reused"), CHANGES, ids=CHANGE_IDS)
+def test_cached_weight_is_recomputed_after_a_change(change, reused):
+    reference, module = _manual(lambda: nn.Conv2d(3, 6, 2)), _manual(lambda: nn.Conv2d(3, 6, 2))
+    seen = _weights_seen(module)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    change(reference, reference(x))
+    expected = reference(x)
+    with cached_weights(module):
+        change(module, module(x))
+        out = module(x)
+        assert (seen[0] is seen[1]) == reused
+        assert_close(out, expected, atol=0, rtol=0)
+        if out.requires_grad:
+            out.sum().backward()
+            expected.sum().backward()
+            assert_close(module.weight_orig.grad, reference.weight_orig.grad, atol=0, rtol=0)
+    assert_close(module.weight_u, reference.weight_u, atol=0, rtol=0)
+
+
+def test_no_grad_forward_then_grad_forward_gets_a_graph():
+    reference, module = _manual(_discriminator), _manual(_discriminator)
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    with cached_weights(module):
+        with torch.no_grad():
+            module(x)
+        module(x).sum().backward()
+    reference(x).sum().backward()
+    for (name, param), ref in zip(module.named_parameters(), reference.parameters()):
+        assert param.grad is not None, name
+        assert_close(param.grad, ref.grad, atol=0, rtol=0, msg=name)
+
+
+def _assert_holds_no_graph(model: nn.Module) -> None:
+    """No SN layer holds a tensor with a graph, and its hook holds only plain settings again."""
+    for name, module in spectral_norm_modules(model):
+        assert all(not isinstance(v, torch.Tensor) or v.grad_fn is None for v in vars(module).values()), name
+        for hook in module._forward_pre_hooks.values():
+            assert all(isinstance(v, (bool, int, float)) for v in vars(hook).values()), name
+
+
+def test_nothing_is_kept_after_the_context():
+    model = _manual(_discriminator)
+    seen: list[torch.Tensor] = []
+    handle = model[0].register_forward_pre_hook(lambda m, args: seen.append(m.weight))
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    with cached_weights(model):
+        model(x)  # graph dropped at once: only the cache keeps W_SN alive
+        weight_sn = weakref.ref(seen.pop())
+        handle.remove()  # a lambda does not pickle
+        assert weight_sn() is not None
+        inside = copy.deepcopy(model)  # the copy leaves the cache behind
+        assert_close(pickle.loads(pickle.dumps(model))(x), inside(x), atol=0, rtol=0)
+    assert weight_sn() is None
+    _assert_holds_no_graph(model)
+    after = copy.deepcopy(model)
+    for clone in (inside, after, pickle.loads(pickle.dumps(model))):
+        assert_close(clone(x), model(x), atol=0, rtol=0)
+
+
+def test_forward_mode_layers_iterate_every_forward_inside_the_context():
+    reference, model = _discriminator().double(), _discriminator().double()
+    for disc in (reference, model):
+        set_power_iteration_mode(disc[0], "manual")  # the other two layers stay in forward mode
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    with cached_weights(model):
+        outputs = [model(x) for _ in range(3)]
+    expected = [reference(x) for _ in range(3)]
+    for out, ref in zip(outputs, expected):
+        assert_close(out, ref, atol=0, rtol=0)
+    for (name, buf), ref in zip(model.named_buffers(), reference.buffers()):
+        assert_close(buf, ref, atol=0, rtol=0, msg=name)
+    assert not torch.equal(model[2].weight_u, _discriminator()[2].weight_u.double())  # u did advance
+
+
+def test_nested_contexts_keep_the_cache_until_the_outermost_exits(sigma_calls):
+    model = _manual(_discriminator)
+    seen = _weights_seen(model[0])
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    sigma_calls[0] = 0
+    with cached_weights(model):
+        model(x)
+        with cached_weights(model[0]), cached_weights(model):
+            model(x)
+        model(x)
+    assert seen[0] is seen[1] is seen[2]
+    assert sigma_calls[0] == 3  # one per layer
+    with pytest.raises(RuntimeError, match="boom"), cached_weights(model):
+        model(x)
+        raise RuntimeError("boom")
+    _assert_holds_no_graph(model)
+    model(x)
+    assert sigma_calls[0] == 9  # after an exception too, the cache is gone
+
+
+def test_torch_compile_inside_the_context_matches_eager():
+    model = _manual(_discriminator)
+    eager = copy.deepcopy(model)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    with cached_weights(model):
+        for _ in range(2):
+            assert_close(compiled(x), eager(x), atol=0, rtol=0)
+            compiled(x).sum().backward()
+            eager(x).sum().backward()
+            power_iteration_(model)
+            power_iteration_(eager)
+    for (name, param), ref in zip(model.named_parameters(), eager.parameters()):
+        assert_close(param.grad, ref.grad, atol=0, rtol=0, msg=name)
+
+
+def test_cached_weights_entered_while_compiling_is_a_no_op():
+    model = _manual(_discriminator)
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+
+    def twice(inp: torch.Tensor) -> torch.Tensor:
+        with cached_weights(model):
+            return model(inp) - 2 * model(inp)
+
+    expected = twice(x)
+    assert_close(torch.compile(twice, backend="aot_eager", fullgraph=True)(x), expected, atol=0, rtol=0)
+    _assert_holds_no_graph(model)
