@@ -38,7 +38,12 @@ VARIANTS: dict[str, list[str]] = {
     "sn_off": ["model.discriminator.spectral_norm.enabled=false"],
     "bf16": ["train.precision=bf16"],
     "channels_last": ["train.channels_last=true"],
+    "compile": ["train.compile=true"],
+    "bf16_compile": ["train.precision=bf16", "train.compile=true"],
+    "torchrun2": [],  # the default config, as 2 processes of 1 thread each (DDP over gloo; same global batch)
+    "torchrun2_bf16": ["train.precision=bf16"],
 }
+PROCESSES = {"torchrun2": 2, "torchrun2_bf16": 2}  # variants started with torchrun (others: one process)
 
 
 def write_images(root: Path, per_domain: int, size: int) -> Path:
@@ -93,7 +98,9 @@ def run_stargan(stargan: Path, data: Path, out: Path, s: dict[str, int], iters: 
     return steady_ms(points, start, iters, "StarGAN")
 
 
-def run_ours(data: Path, out: Path, s: dict[str, int], iters: int, start: int, device: str, extra: list[str]) -> float:
+def run_ours(
+    data: Path, out: Path, s: dict[str, int], iters: int, start: int, device: str, extra: list[str], processes: int = 1
+) -> float:
     """ms/iteration of our trainer between iterations ``start`` and ``iters`` (from scalars.jsonl's times)."""
     sets = [
         "data.source=folder", f"data.folder.root={data}", "data.folder.split=ratio", "data.folder.test_ratio=0.1",
@@ -106,8 +113,12 @@ def run_ours(data: Path, out: Path, s: dict[str, int], iters: int, start: int, d
         "hooks.norms.every=0", "hooks.paired_l1.every=0", "hooks.fid.every=0", "hooks.checkpoint.every=0",
         "hooks.stability.every=0", *extra,
     ]  # fmt: skip
+    launcher, env = [sys.executable], dict(os.environ)
+    if processes > 1:  # the cores split between the processes, as a user of torchrun on this machine would
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or processes) // processes))
     cmd = [
-        sys.executable,
+        *launcher,
         str(REPO / "train.py"),
         "--config",
         str(REPO / "configs" / "base.yaml"),
@@ -116,7 +127,7 @@ def run_ours(data: Path, out: Path, s: dict[str, int], iters: int, start: int, d
     ]
     for item in sets:
         cmd += ["--set", item]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     if result.returncode:
         raise SystemExit(f"our trainer failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     points = {}
@@ -157,7 +168,8 @@ def main() -> None:
                 if name == "stargan":
                     ms = run_stargan(args.stargan_dir.resolve(), data, out, s, args.iters, args.start, args.device)
                 else:
-                    ms = run_ours(data, out, s, args.iters, args.start, args.device, VARIANTS[name])
+                    extra, processes = VARIANTS[name], PROCESSES.get(name, 1)
+                    ms = run_ours(data, out, s, args.iters, args.start, args.device, extra, processes)
                 times[name].append(ms)
                 print(f"# round {r}: {name} {ms:.1f} ms/it", file=sys.stderr, flush=True)
     base = statistics.median(times["stargan"])

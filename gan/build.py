@@ -195,6 +195,8 @@ def train_settings(cfg: Config) -> TrainSettings:
         num_workers=cfg.data.num_workers,
         precision=t.precision,
         channels_last=t.channels_last,
+        compile=t.compile,
+        consistency_every=cfg.hooks.checkpoint.every,
     )
 
 

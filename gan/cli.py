@@ -10,11 +10,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gan import distributed
 from gan.errors import UserError, one_line
 from gan.evaluate import evaluate_command
 from gan.run import find_resume, resolve_config, train
 from gan.sweep import FINAL, load_sweep, print_commands, run_status, run_sweep, write_experiment
-from gan.trainer import DivergedError
+from gan.trainer import DivergedError, PeerFailedError
 
 
 def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:
@@ -51,6 +52,10 @@ def _console_logging() -> None:
         console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(console)
     logger.setLevel(logging.INFO)
+    if distributed.launched() and os.environ.get("RANK", "0") != "0":
+        for handler in logger.handlers:  # torchrun: rank 0 speaks for the run; the others only report errors
+            if isinstance(handler, _Stderr):
+                handler.setLevel(logging.ERROR)
 
 
 # --------------------------------------------------------------------------------------------------------- train
@@ -98,7 +103,13 @@ def _main_train(argv: list[str]) -> int:
     except DivergedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    print("\n".join(result.summary), file=sys.stderr)
+    except PeerFailedError as exc:  # torchrun: rank 0 failed and printed why; this rank stops with it
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
+    if result.summary:
+        print("\n".join(result.summary), file=sys.stderr)
     return 0
 
 

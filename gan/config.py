@@ -155,6 +155,7 @@ class TrainConfig:
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"))
     channels_last: bool = False
+    compile: bool = False
     deterministic: bool = False
     progress: bool = True
 

@@ -71,13 +71,18 @@ def gradient_penalty(
     real: torch.Tensor,
     fake: torch.Tensor,
     scale: float | None = None,
+    alpha: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """WGAN-GP: mean over the batch of (||grad_x critic(x_hat)|| - 1)^2 on random interpolates of real and fake.
 
     As in StarGAN, the gradient is that of the sum over the PatchGAN map. A tiny constant inside the square root
     keeps its gradient finite if the input gradient is exactly zero. ``scale``: see :func:`_input_gradient`.
+    ``alpha``: the interpolation factor of each sample (x_hat = alpha real + (1 - alpha) fake), uniform at random
+    from the global RNG when None (the trainer draws them from its per-step generator).
     """
-    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device, dtype=real.dtype)
+    if alpha is None:
+        alpha = torch.rand(real.size(0), device=real.device, dtype=real.dtype)
+    alpha = alpha.to(device=real.device, dtype=real.dtype).reshape(-1, 1, 1, 1)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach().to(real.dtype)).requires_grad_(True)
     grad = _input_gradient(critic(x_hat), x_hat, scale)
     norm = torch.sqrt(grad.pow(2).sum(1) + 1e-12)

@@ -28,6 +28,7 @@ from torch import nn
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
+from gan import distributed
 from gan.build import (
     build_data,
     build_hooks,
@@ -373,27 +374,24 @@ def train(
     say = announce or log.info
     clear_stop()
     check_trainable(cfg)  # also for a Config not made by load_run_config (a sweep runner's dataclasses.replace)
-    run_dir = Path(run_dir) if run_dir is not None else None
-    path = find_resume(resume, run_dir)
-    if resume == "auto" and path is None:
-        say("--resume auto: no checkpoint found; starting a new run")
-    state = load_checkpoint(path) if path is not None else None
-    if state is not None:
-        check_resume_compatible(cfg, state, path)
-    run_dir = run_dir or (_run_dir_for(path) if path else _new_run_dir(Path("runs")))
-    _check_run_dir(run_dir, path, state)
-    check_eval_inputs(cfg)  # e.g. a missing Inception file: before any folder is made or any minute is spent
-    device = pick_device(cfg.train.device)
+    device = distributed.init(pick_device(cfg.train.device))  # under torchrun: join the run's other processes
+    main = distributed.is_main()
+    run_dir, path, state = _on_main(lambda: _prepare_run(cfg, run_dir, resume, say))
+    if not main and path is not None:
+        state = load_checkpoint(path)  # rank 0 chose and checked it (a multi-node run needs a shared file system)
     if cfg.train.deterministic:
         use_deterministic_kernels()
     data = build_data(cfg.data)
     trainer = build_trainer(cfg, data, device)
     if state is not None:
         restore(trainer, state, path)
-        say(f"resuming {run_dir} from step {trainer.step} ({path})")
-        change = _schedule_change(state["config"].get("train", {}), cfg, trainer.step)
-        if change:
-            log.warning(change)
+        if main:
+            say(f"resuming {run_dir} from step {trainer.step} ({path})")
+            change = _schedule_change(state["config"].get("train", {}), cfg, trainer.step)
+            if change:
+                log.warning(change)
+    if not main:
+        return _train_worker(trainer, run_dir, path, handle_signals)
     new_folder = _first_missing(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started: list[bool] = []  # set once fit() begins: from then on the folder holds the run's results
@@ -410,6 +408,51 @@ def train(
     ending = "completed" if result.completed else "interrupted"
     write_status(run_dir, ending, result.step, "", trainer.divergence, hook_status(trainer))
     return result
+
+
+def _prepare_run(
+    cfg: Config, run_dir: str | Path | None, resume: str | Path | None, say: Announce
+) -> tuple[Path, Path | None, dict[str, Any] | None]:
+    """The run folder, the checkpoint to resume (and its state), all checked before anything is written."""
+    run_dir = Path(run_dir) if run_dir is not None else None
+    path = find_resume(resume, run_dir)
+    if resume == "auto" and path is None:
+        say("--resume auto: no checkpoint found; starting a new run")
+    state = load_checkpoint(path) if path is not None else None
+    if state is not None:
+        check_resume_compatible(cfg, state, path)
+    run_dir = run_dir or (_run_dir_for(path) if path else _new_run_dir(Path("runs")))
+    _check_run_dir(run_dir, path, state)
+    check_eval_inputs(cfg)  # e.g. a missing Inception file: before any folder is made or any minute is spent
+    return run_dir, path, state
+
+
+def _on_main(
+    prepare: Callable[[], tuple[Path, Path | None, dict[str, Any] | None]],
+) -> tuple[Path, Path | None, dict[str, Any] | None]:
+    """``prepare()`` on rank 0 only; every rank learns the run folder and checkpoint it chose, or its UserError
+    (raised on every rank, so that all processes of a torchrun launch exit with the same one-line message). The
+    other ranks get no state: they load the checkpoint themselves."""
+    if not distributed.active():
+        return prepare()
+    result: tuple[Path, Path | None, dict[str, Any] | None] | None = None
+    error: UserError | None = None
+    if distributed.is_main():
+        try:
+            result = prepare()
+        except UserError as exc:
+            error = exc
+    run_dir, path, error = distributed.broadcast((result[0], result[1], None) if result else (None, None, error))
+    if error is not None:
+        raise error
+    return run_dir, path, result[2] if result else None
+
+
+def _train_worker(trainer: Trainer, run_dir: Path, path: Path | None, handle_signals: bool) -> RunResult:
+    """A rank other than 0: it trains its shard of every batch and writes nothing (no hooks, no folder)."""
+    with _stop_on_signals(handle_signals):
+        trainer.fit()
+    return RunResult(run_dir, trainer.step, trainer.completed, path, [])
 
 
 def _ending(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import random
 import re
 import signal
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,11 +21,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from gan import distributed
 from gan.data import DataBundle
 from gan.interrupt import StopRequested, stop_requested
 from gan.losses import ADVERSARIAL_LOSSES, classification_loss, gradient_penalty, r1_penalty, reconstruction_loss
 from gan.norms import clamp_gates_, set_norm_step
-from gan.spectral import power_iteration_
+from gan.spectral import cached_weights, power_iteration_
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +54,48 @@ class NonFiniteLossError(DivergedError):
     """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
 
 
+class PeerFailedError(RuntimeError):
+    """Another process of a multi-process run failed; this one stops with it (rank 0 says why)."""
+
+
+# What the ranks agree on after each step's hooks (the largest code wins).
+_GO, _STOP, _FAILED = 0, 1, 2
+
+
 class StepBatchSampler(Sampler[list]):
-    """Batches as a pure function of (seed, step): a resumed run sees exactly the batches it would have seen.
+    """Batches as a pure function of (seed, step, rank, world size): a resumed run sees exactly the batches it would
+    have seen, whatever the number of processes before and after.
 
     Each epoch is a fresh permutation seeded by (seed, epoch); the last partial batch of an epoch is dropped. With
     ``flip`` every item comes as ``(index, mirror)``, the horizontal flips drawn from (seed, step) too, so they do
-    not depend on the global RNG of the process (or of a DataLoader worker) that loads the images.
+    not depend on the global RNG of the process (or of a DataLoader worker) that loads the images. ``batch_size``
+    is the global batch: with ``world`` processes, rank r takes the r-th of ``world`` equal, contiguous parts of it,
+    flips included, so the union over ranks is exactly the single-process batch.
     """
 
     def __init__(
-        self, num_items: int, batch_size: int, seed: int, start_step: int, total_steps: int, flip: bool = False
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int,
+        start_step: int,
+        total_steps: int,
+        flip: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.n, self.batch, self.seed, self.start, self.total = num_items, batch_size, seed, start_step, total_steps
         self.per_epoch = max(1, num_items // batch_size)
-        self.flip = flip
+        self.flip, self.rank, self.world = flip, rank, world
 
     def keys_at(self, step: int) -> list:
-        """The dataset keys of ``step``'s batch: indices, or (index, mirror) pairs with ``flip``."""
-        indices = self.batch_at(step)
-        if not self.flip:
-            return indices
-        g = torch.Generator().manual_seed((self.seed * 1_000_000_007 + step) % 2**63)
-        mirror = (torch.rand(len(indices), generator=g) < 0.5).tolist()
-        return list(zip(indices, mirror))
+        """This rank's dataset keys of ``step``'s batch: indices, or (index, mirror) pairs with ``flip``."""
+        keys: list = self.batch_at(step)
+        if self.flip:
+            g = torch.Generator().manual_seed((self.seed * 1_000_000_007 + step) % 2**63)
+            mirror = (torch.rand(len(keys), generator=g) < 0.5).tolist()
+            keys = list(zip(keys, mirror))
+        return distributed.shard(keys, self.rank, self.world)
 
     def batch_at(self, step: int) -> list[int]:
         epoch, j = divmod(step, self.per_epoch)
@@ -121,6 +141,8 @@ class TrainSettings:
     num_workers: int = 0
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast of G's and D's forwards (fp16 with gradient scaling)
     channels_last: bool = False  # images in channels-last memory format (the models are converted by gan.build)
+    compile: bool = False  # torch.compile G's and D's training forwards (the penalties' double backward stays eager)
+    consistency_every: int = 0  # with several processes: check every N steps that all ranks hold identical weights
 
 
 class Trainer:
@@ -143,6 +165,12 @@ class Trainer:
     ) -> None:
         self.G, self.D, self.opt_G, self.opt_D = G, D, opt_G, opt_D
         self.data, self.device, self.settings = data, device, settings
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        distributed.check_batch(settings.batch_size, self.world)
+        # The callables of the training forwards: G and D themselves, in DDP with several processes (it all-reduces
+        # the gradients), compiled with train.compile. Hooks and the gradient penalties use G and D directly.
+        self.G_train = self._training_forward(G)
+        self.D_train = self._training_forward(D)
         self.space = data.space
         self.hooks = list(hooks)
         self.metadata = dict(metadata or {})
@@ -172,6 +200,10 @@ class Trainer:
         self.stopped_by_divergence = False  # set when that exception is a DivergedError: this state is not kept
 
     # ------------------------------------------------------------------------------------------------- set-up
+    def _training_forward(self, net: nn.Module) -> nn.Module:
+        wrapped = distributed.wrap(net, self.device, broadcast_buffers=_per_rank_statistics(net))
+        return torch.compile(wrapped) if self.settings.compile else wrapped
+
     def _make_ema(self) -> nn.Module | None:
         if self.settings.g_ema_decay <= 0:
             return None
@@ -187,7 +219,9 @@ class Trainer:
         """A loader whose batches (and flips) depend only on (seed, step), starting at the current step."""
         s = self.settings
         flip = bool(getattr(self.data.train, "flip", False))
-        sampler = StepBatchSampler(len(self.data.train), s.batch_size, s.seed, self.step, s.steps, flip=flip)
+        sampler = StepBatchSampler(
+            len(self.data.train), s.batch_size, s.seed, self.step, s.steps, flip=flip, rank=self.rank, world=self.world
+        )
         return DataLoader(
             self.data.train,
             batch_sampler=sampler,
@@ -204,9 +238,18 @@ class Trainer:
         """Labels as the float vectors G takes (gan.labels: one-hot, or the 0/1 attribute vector)."""
         return self.space.vectors(labels)
 
-    def random_targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """StarGAN's target labels: the batch's own labels in a random order (gan.labels.LabelSpace.shuffled)."""
-        return self.space.shuffled(labels)
+    def step_draws(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's random draws for this rank's part of the batch: StarGAN's target labels (the global batch's
+        own labels in a random order, gan.labels.LabelSpace.shuffled) and the gradient penalty's interpolation
+        factors. Both are drawn for the whole global batch from a generator seeded by (seed, step) and then
+        sharded like the images, so they depend neither on the process's RNG state nor on the number of processes:
+        N processes draw exactly what one process with the same global batch draws."""
+        everyone = distributed.gather(labels)  # the global batch's labels, in rank order as the sampler split them
+        g = torch.Generator().manual_seed((self.settings.seed * 998_244_353 + self.step * 7_919 + 1) % 2**63)
+        targets = self.space.shuffled(everyone, generator=g)
+        alpha = torch.rand(everyone.size(0), generator=g)
+        part = slice(self.rank * labels.size(0), (self.rank + 1) * labels.size(0))
+        return targets[part], alpha[part].to(self.device)
 
     # -------------------------------------------------------------------------------------------------- steps
     def _amp(self) -> contextlib.AbstractContextManager[object]:
@@ -216,34 +259,54 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def critic(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """D's (adversarial map, domain logits) under the run's precision, as float32 for the losses."""
+    def critic(self, x: torch.Tensor, eager: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's (adversarial map, domain logits) under the run's precision, as float32 for the losses. ``eager``: D
+        itself, neither compiled nor in DDP, for outputs that a penalty differentiates twice (torch.compile has no
+        double backward; DDP's reducer only needs one forward of the step to go through it)."""
         with self._amp():
-            out, cls = self.D(x)
+            out, cls = (self.D if eager else self.D_train)(x)
         return out.float(), cls.float()
 
     def generate(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """G(x, labels) under the run's precision, as float32."""
         with self._amp():
-            return self.G(x, self.domain_vector(labels)).float()
+            return self.G_train(x, self.domain_vector(labels)).float()
 
     def _penalty_scale(self, scaler: torch.amp.GradScaler) -> float | None:
         return scaler.get_scale() if scaler.is_enabled() else None
 
-    def d_step(self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One critic update: adversarial + domain classification on reals + optional GP and R1."""
-        s = self.settings
-        if s.sn_per_step:
+    def d_step(
+        self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor, alpha: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One critic update: adversarial + domain classification on reals + optional GP (interpolation factors
+        ``alpha``, drawn at random when None) and R1."""
+        if self.settings.sn_per_step:
             power_iteration_(self.D)  # once per optimizer step; the forwards below all divide by the same sigma
+        # One W / sigma per SN layer for the step's forwards (real, fake, penalty) and one backward through it.
+        with cached_weights(self.D):
+            parts, total, watched, gap = self.d_losses(x_real, label_org, label_trg, alpha)
+            self.opt_D.zero_grad(set_to_none=True)
+            self.scaler_D.scale(total).backward()
+        self.scaler_D.step(self.opt_D)  # a plain opt_D.step() unless fp16 (which skips steps with inf gradients)
+        self.scaler_D.update()
+        clamp_gates_(self.D)  # Batch-Instance gates stay in [0, 1] (Nam & Kim), in D as in G
+        values = self._detached({**parts, "gap": gap}, watched)
+        self.last.critic_gap = gap = values.pop("gap")
+        self.max_gap = torch.maximum(self.max_gap, gap.abs())
+        return values
+
+    def d_losses(
+        self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor, alpha: torch.Tensor | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The critic's loss terms, their weighted total, the total the NaN guard watches, and the critic gap."""
+        s = self.settings
         use_r1 = s.lambda_r1 > 0
         x_in = x_real.detach().requires_grad_(use_r1)
-        out_real, cls_real = self.critic(x_in)
+        out_real, cls_real = self.critic(x_in, eager=use_r1)  # R1 differentiates this output twice
         with torch.no_grad():
             x_fake = self.generate(x_real, label_trg)
         out_fake, _ = self.critic(x_fake)
         gap = (out_real.detach().mean() - out_fake.detach().mean()).float()
-        self.last.critic_gap = gap
-        self.max_gap = torch.maximum(self.max_gap, gap.abs())
         parts = {
             "adv": self.adv.d(out_real, out_fake),
             "cls": classification_loss(cls_real, label_org, self.data.multi_label),
@@ -252,23 +315,19 @@ class Trainer:
         watched = total  # fp16: an overflow inside a penalty's scaled gradient is the scaler's to skip, not a NaN
         scale = self._penalty_scale(self.scaler_D)
         if s.lambda_gp > 0:
-            parts["gp"] = gradient_penalty(lambda x: self.critic(x)[0], x_real, x_fake, scale)
+            parts["gp"] = gradient_penalty(lambda x: self.critic(x, eager=True)[0], x_real, x_fake, scale, alpha)
             total = total + s.lambda_gp * parts["gp"]
         if use_r1:
             parts["r1"] = r1_penalty(out_real, x_in, scale)
             total = total + s.lambda_r1 * parts["r1"]
-        self.opt_D.zero_grad(set_to_none=True)
-        self.scaler_D.scale(total).backward()
-        self.scaler_D.step(self.opt_D)  # a plain opt_D.step() unless fp16 (which skips steps with inf gradients)
-        self.scaler_D.update()
-        clamp_gates_(self.D)  # Batch-Instance gates stay in [0, 1] (Nam & Kim), in D as in G
-        return self._detached(parts, total if scale is None else watched)
+        return parts, total, (total if scale is None else watched), gap
 
     def g_step(self, x_real: torch.Tensor, label_org: torch.Tensor, label_trg: torch.Tensor) -> dict[str, torch.Tensor]:
         """One generator update: fool D, land in the target domain, and reconstruct the input from the fake."""
         s = self.settings
         x_fake = self.generate(x_real, label_trg)
-        out_fake, cls_fake = self.critic(x_fake)
+        with _frozen(self.D):  # only x_fake's gradient is needed: D's own weight gradients would be thrown away
+            out_fake, cls_fake = self.critic(x_fake, eager=True)
         x_rec = self.generate(x_fake, label_org)
         parts = {
             "adv": self.adv.g(out_fake),
@@ -285,8 +344,11 @@ class Trainer:
         return self._detached(parts, total)
 
     def _detached(self, parts: dict[str, torch.Tensor], total: torch.Tensor) -> dict[str, torch.Tensor]:
-        self.nonfinite |= ~torch.isfinite(total.detach())
-        return {key: value.detach() for key, value in parts.items()}
+        """The step's values, detached, and with several processes averaged over the ranks (one collective), so
+        that every rank logs and guards the same numbers; the non-finite flag follows the (averaged) total."""
+        values = distributed.average({**{key: value.detach() for key, value in parts.items()}, " total": total})
+        self.nonfinite |= ~torch.isfinite(values.pop(" total").detach())
+        return values
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -321,10 +383,10 @@ class Trainer:
         if self.settings.channels_last:
             x_real = x_real.contiguous(memory_format=torch.channels_last)
         label_org = batch[1].to(self.device, non_blocking=True)
-        label_trg = self.random_targets(label_org)
+        label_trg, alpha = self.step_draws(label_org)
         for net in (self.G, self.D):
             set_norm_step(net, self.step)  # Batch Renorm's clipping schedule follows the training step
-        self.last.d = self.d_step(x_real, label_org, label_trg)
+        self.last.d = self.d_step(x_real, label_org, label_trg, alpha)
         if (self.step + 1) % self.settings.n_critic == 0:
             self.last.g = self.g_step(x_real, label_org, label_trg)
         with warnings.catch_warnings():
@@ -346,22 +408,19 @@ class Trainer:
         self.D.train()
         completed, in_step = False, False
         try:
-            for hook in self.hooks:
-                hook.on_fit_start(self)
-            if not stop_requested():
+            stopped = self._hook_phase(lambda: [hook.on_fit_start(self) for hook in self.hooks])
+            if not stopped:
                 for batch in self.make_loader():
                     in_step = True
                     self.train_step(batch)
                     in_step = False
-                    for hook in self.hooks:
-                        if hook.every and self.step % hook.every == 0:
-                            hook.after_step(self)
-                    if stop_requested():
+                    self._check_consistency()
+                    if self._hook_phase(self._after_step_hooks):
                         log.info("stop requested at step %d", self.step)
+                        stopped = True
                         break
-            completed = not stop_requested()
-        except StopRequested:
-            log.info("stop requested at step %d (during a hook)", self.step)
+                self._check_consistency(force=True)
+            completed = not stopped
         except BaseException as exc:
             self.torn, self.failing = in_step, True
             self.stopped_by_divergence = isinstance(exc, DivergedError)
@@ -371,6 +430,44 @@ class Trainer:
             # the checkpoint hook saves promptly.
             self.completed = completed
             self._end_hooks()
+
+    def _after_step_hooks(self) -> None:
+        for hook in self.hooks:
+            if hook.every and self.step % hook.every == 0:
+                hook.after_step(self)
+
+    def _hook_phase(self, work: Callable[[], object]) -> bool:
+        """Run hook work (only rank 0 has hooks), then agree with every rank whether to stop; returns True to stop.
+
+        A stop request (a signal, or StopRequested raised by long hook work) stops every rank after this step. An
+        exception raised by a hook is re-raised here after the others have been told, so that they stop too
+        (raising PeerFailedError) instead of waiting for rank 0 in the next collective.
+        """
+        failure: BaseException | None = None
+        code = _GO
+        try:
+            work()
+        except StopRequested:
+            log.info("stop requested at step %d (during a hook)", self.step)
+            code = _STOP
+        except BaseException as exc:
+            failure, code = exc, _FAILED
+        if code == _GO and stop_requested():
+            code = _STOP
+        code = distributed.agree(code, self.device)
+        if failure is not None:
+            raise failure
+        if code == _FAILED:
+            raise PeerFailedError(f"rank {self.rank}: another process failed at step {self.step} (see rank 0)")
+        return code == _STOP
+
+    def _check_consistency(self, force: bool = False) -> None:
+        """With several processes: every ``consistency_every`` steps (and at the end) check that every rank holds
+        bitwise the same G, D (SN's u, v included) and EMA G, as the checkpoints written by rank 0 assume."""
+        every = self.settings.consistency_every
+        if self.world > 1 and (force or (every and self.step % every == 0)):
+            nets = {"G": self.G, "D": self.D, **({"G_ema": self.G_ema} if self.G_ema is not None else {})}
+            distributed.check_consistency(nets)
 
     def _end_hooks(self) -> None:
         """Every hook's on_fit_end. Hooks that keep the run (``saves_run``: checkpoints) go first, so that a final
@@ -483,6 +580,24 @@ def _load_optimizer(
         name,
         len(opt.param_groups),
     )
+
+
+@contextlib.contextmanager
+def _frozen(net: nn.Module) -> Iterator[None]:
+    """``net``'s parameters stop requiring gradients for the duration (input gradients still flow through it)."""
+    flags = [p.requires_grad for p in net.parameters()]
+    net.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(net.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def _per_rank_statistics(net: nn.Module) -> bool:
+    """Whether ``net`` keeps batch statistics per process (batch-statistics norms without model.sync_batchnorm):
+    DDP must then broadcast rank 0's buffers so that every rank holds the same running statistics."""
+    return any(getattr(m, "sync_stats", None) is False for m in net.modules())
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -15,6 +15,7 @@ LAYERS = [
     {"gan.errors", "gan.registry", "gan.interrupt", "gan.labels", "gan.checkpoint", "gan.hparams"},
     {"gan.norms", "gan.spectral", "gan.models", "gan.data", "gan.losses", "gan.metrics", "gan.lipschitz"},
     {"gan.config"},  # knows the layers' registries (names to validate), never builds anything
+    {"gan.distributed"},  # process groups for torchrun; knows only errors
     {"gan.trainer", "gan.hooks", "gan.writers"},
     {"gan.build"},
     {"gan.run"},

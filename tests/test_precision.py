@@ -1,6 +1,6 @@
-"""train.precision (fp32 | bf16 | fp16 with gradient scaling) and train.channels_last: the steps train, spectral
-norm stays float32, the fp16 penalty recipe equals the plain penalty, channels-last equals contiguous, and the
-scalers' state survives a checkpoint."""
+"""train.precision (fp32 | bf16 | fp16 with gradient scaling), train.channels_last and train.compile: the steps
+train, spectral norm stays float32, the fp16 penalty recipe equals the plain penalty, channels-last and compiled
+steps equal the plain ones, and the scalers' state survives a checkpoint."""
 
 import dataclasses
 
@@ -10,6 +10,7 @@ import torch
 from gan.build import build_trainer, load_config
 from gan.losses import gradient_penalty, r1_penalty
 from gan.spectral import sn_estimate, spectral_norm_modules
+from tests.closeness import assert_trained_alike
 
 CPU = torch.device("cpu")
 
@@ -108,3 +109,18 @@ def test_an_unknown_precision_is_a_config_error(tiny, tmp_path):
     cfg, _ = tiny
     with pytest.raises(ConfigError, match="train.precision"):
         load_config(base=dataclasses.asdict(cfg), overrides=["train.precision=fp8"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("penalty", ["loss.lambda_r1=0", "loss.lambda_gp=0"])
+def test_compiled_steps_give_the_eager_losses_and_weights(tiny, penalty):
+    """torch.compile (inductor, on the CPU) of G's and D's training forwards; the gradient penalty (or R1) runs its
+    double backward through the eager D, which compile cannot differentiate twice."""
+    eager, compiled = _trainer(tiny, penalty), _trainer(tiny, penalty, "train.compile=true")
+    assert compiled.D_train is not compiled.D and eager.D_train is eager.D
+    reference, losses = _losses(eager, steps=3), _losses(compiled, steps=3)
+    for row, expected in zip(losses, reference):
+        assert row.keys() == expected.keys()
+        for key, value in expected.items():
+            assert row[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert_trained_alike(compiled.state_dict(), eager.state_dict())
