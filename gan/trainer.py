@@ -26,7 +26,7 @@ from gan.data import DataBundle
 from gan.interrupt import StopRequested, stop_requested
 from gan.losses import ADVERSARIAL_LOSSES, classification_loss, gradient_penalty, r1_penalty, reconstruction_loss
 from gan.norms import clamp_gates_, set_norm_step
-from gan.spectral import cached_weights, power_iteration_
+from gan.spectral import cached_weights, get_power_iteration_mode, power_iteration_, spectral_norm_modules
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,9 @@ class Trainer:
         # the gradients), compiled with train.compile. Hooks and the gradient penalties use G and D directly.
         self.G_train = self._training_forward(G)
         self.D_train = self._training_forward(D)
+        # D on reals and fakes as one batch (fewer, larger convolutions; about 15 % off those two passes on a
+        # 2-core CPU) where that is exact: no layer of D mixes samples and no forward advances spectral norm.
+        self.merge_critic = _samples_independent(D)
         self.space = data.space
         self.hooks = list(hooks)
         self.metadata = dict(metadata or {})
@@ -302,10 +305,14 @@ class Trainer:
         s = self.settings
         use_r1 = s.lambda_r1 > 0
         x_in = x_real.detach().requires_grad_(use_r1)
-        out_real, cls_real = self.critic(x_in, eager=use_r1)  # R1 differentiates this output twice
         with torch.no_grad():
             x_fake = self.generate(x_real, label_trg)
-        out_fake, _ = self.critic(x_fake)
+        if self.merge_critic and not use_r1:
+            out, cls = self.critic(torch.cat([x_real, x_fake]))
+            (out_real, out_fake), cls_real = out.chunk(2), cls[: x_real.size(0)]
+        else:
+            out_real, cls_real = self.critic(x_in, eager=use_r1)  # R1 differentiates this output twice
+            out_fake, _ = self.critic(x_fake)
         gap = (out_real.detach().mean() - out_fake.detach().mean()).float()
         parts = {
             "adv": self.adv.d(out_real, out_fake),
@@ -592,6 +599,14 @@ def _frozen(net: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(net.parameters(), flags):
             p.requires_grad_(flag)
+
+
+def _samples_independent(D: nn.Module) -> bool:
+    """Whether D's output for one image is independent of the rest of its batch and of how many forwards ran: no
+    batch-statistics layer, and no spectral norm that iterates in every forward (update: forward)."""
+    mixing = any(hasattr(m, "sync_stats") or isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
+    iterating = any(get_power_iteration_mode(m) == "forward" for _, m in spectral_norm_modules(D))
+    return not mixing and not iterating
 
 
 def _per_rank_statistics(net: nn.Module) -> bool:

@@ -97,7 +97,7 @@ def _train(cwd: Path, run: str, processes: int, *args: str) -> subprocess.Comple
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = [*launcher, str(REPO / "train.py"), "--config", "tiny.yaml", "--run-dir", run, *SETTINGS, *args]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-12000:]
     return done
 
 

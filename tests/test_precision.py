@@ -109,6 +109,9 @@ def test_an_unknown_precision_is_a_config_error(tiny, tmp_path):
     cfg, _ = tiny
     with pytest.raises(ConfigError, match="train.precision"):
         load_config(base=dataclasses.asdict(cfg), overrides=["train.precision=fp8"])
+    for key in ("train.compile", "train.channels_last"):
+        with pytest.raises(ConfigError, match=key):
+            load_config(base=dataclasses.asdict(cfg), overrides=[f"{key}=maybe"])
 
 
 @pytest.mark.slow

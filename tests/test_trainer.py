@@ -303,3 +303,26 @@ def test_an_evaluation_due_at_the_resume_step_and_missing_is_made_up(tiny):
     idle = PairedL1Hook(writer, 3, 4)
     idle.on_fit_start(t)  # not due at step 4: nothing
     assert idle.history == []
+
+
+@pytest.mark.parametrize("overrides", [(), ("train.n_critic=1", "loss.lambda_gp=0")])
+def test_d_on_reals_and_fakes_as_one_batch_equals_two_forwards(tiny, overrides):
+    merged, separate = _trainer(tiny, *overrides), _trainer(tiny, *overrides)
+    assert merged.merge_critic
+    separate.merge_critic = False
+    for batch in list(merged.make_loader())[:3]:
+        merged.train_step(batch)
+        separate.train_step(batch)
+        for key, value in separate.last.d.items():
+            torch.testing.assert_close(merged.last.d[key], value, rtol=1e-5, atol=1e-6, msg=key)
+        torch.testing.assert_close(merged.last.critic_gap, separate.last.critic_gap, rtol=1e-5, atol=1e-6)
+    for (key, x), y in zip(merged.D.state_dict().items(), separate.D.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [("model.discriminator.spectral_norm.update=forward",), ("model.discriminator.norm=batch", "loss.lambda_gp=0")],
+)
+def test_d_is_called_per_batch_where_samples_or_forwards_interact(tiny, overrides):
+    assert not _trainer(tiny, *overrides).merge_critic
