@@ -107,7 +107,7 @@ def _main_train(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        distributed.shutdown()
+        distributed.shutdown(wait=sys.exc_info()[0] is None)
     if result.summary:
         print("\n".join(result.summary), file=sys.stderr)
     return 0

@@ -10,6 +10,7 @@ bar, evaluations and checkpoints; the other ranks train their shard of every bat
 from __future__ import annotations
 
 import datetime
+import gc
 import inspect
 import os
 import warnings
@@ -80,9 +81,17 @@ def _local_device(device: torch.device) -> torch.device:
     return torch.device("cuda", local)
 
 
-def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(wait: bool = False) -> None:
+    """Leave the process group. ``wait``: first wait until every rank is done (after a run that ended normally, so
+    that no rank closes its connections while rank 0 still saves and evaluates). Garbage is collected first: DDP
+    wrappers sit in reference cycles and keep the group and its worker threads alive, and freeing those only while
+    the interpreter shuts down can abort the process (SIGABRT, "terminate called without an active exception")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait and active():
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
 
 
 def shard(items: Sequence[Any], rank_: int, world: int) -> list[Any]:

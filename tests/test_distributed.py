@@ -89,7 +89,7 @@ def test_consistency_check_names_the_first_tensor_that_differs_between_ranks(tmp
 SETTINGS = ["--set", "hooks.checkpoint.every=1", "--set", "hooks.checkpoint.keep=10"]
 
 
-def _train(cwd: Path, run: str, processes: int, *args: str) -> subprocess.CompletedProcess:
+def _train(cwd: Path, run: str, processes: int, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
     """train.py in ``processes`` processes (torchrun, gloo) or one (plain python), one thread each."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = [sys.executable]
@@ -97,7 +97,7 @@ def _train(cwd: Path, run: str, processes: int, *args: str) -> subprocess.Comple
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = [*launcher, str(REPO / "train.py"), "--config", "tiny.yaml", "--run-dir", run, *SETTINGS, *args]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-12000:]
+    assert done.returncode == expect, done.stderr[-12000:]
     return done
 
 
@@ -146,3 +146,15 @@ def test_r1_and_batch_norm_with_sync_under_two_processes(tiny_config, tmp_path):
     for step in (3, 6):
         name = f"checkpoints/step_{step:08d}.pt"
         _assert_same_training(tmp_path / "ddp" / name, tmp_path / "single" / name)
+
+
+@pytest.mark.slow
+def test_a_divergence_on_rank_0_stops_every_rank(tiny_config, tmp_path):
+    """Only rank 0 runs the hooks; when one declares a divergence, rank 1 stops at the same step instead of waiting
+    for rank 0 in the next collective."""
+    (tmp_path / "tiny.yaml").write_text(tiny_config.read_text())
+    limit = ["--set", "hooks.stability.every=2", "--set", "hooks.stability.grad_norm_limit=1e-6"]
+    done = _train(tmp_path, "run", 2, *limit, expect=1)  # torchrun's own code for a failed worker
+    assert "error: diverged at step 0" in done.stderr
+    assert "error: rank 1: another process failed at step 0 (see rank 0)" in done.stderr
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "diverged"
