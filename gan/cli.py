@@ -88,6 +88,8 @@ def train_parser() -> argparse.ArgumentParser:
 
 def _main_train(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
+    if args.sweep is not None and distributed.launched() and os.environ.get("WORLD_SIZE", "1") != "1":
+        raise UserError("--sweep under torchrun: a sweep starts its own runs; launch each run with torchrun instead")
     if args.sweep is not None:
         return _main_sweep(args)
     if args.dry_run or args.print_commands or args.workers != 1:

@@ -15,6 +15,7 @@ from torch import nn
 
 from gan import distributed
 from gan.checkpoint import load_checkpoint
+from gan.cli import train_main
 from gan.errors import ConfigError
 from gan.spectral import spectral_norm
 from gan.trainer import StepBatchSampler
@@ -49,6 +50,15 @@ def test_helpers_are_no_ops_in_one_process():
     assert distributed.average(values) is values
     module = nn.Linear(2, 2)
     assert distributed.wrap(module, torch.device("cpu"), broadcast_buffers=False) is module
+
+
+def test_a_sweep_under_torchrun_is_refused(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert train_main(["--sweep", "configs/sweeps/example.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: --sweep under torchrun: a sweep starts its own runs; launch each run with torchrun instead"
+    )
 
 
 def _consistency_worker(rank: int, init_file: str, out_dir: str) -> None:
