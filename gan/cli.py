@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from gan import distributed
 from gan.errors import UserError, one_line
@@ -32,7 +36,8 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int
 
 
 class _Stderr(logging.StreamHandler):
-    """A handler that always writes to the current ``sys.stderr`` (which tests and notebooks replace)."""
+    """A handler that always writes to the current ``sys.stderr`` (which tests and notebooks replace), above a
+    progress bar if one is showing, with long messages wrapped to the terminal's width (a terminal only)."""
 
     @property
     def stream(self):  # type: ignore[override]
@@ -41,6 +46,16 @@ class _Stderr(logging.StreamHandler):
     @stream.setter
     def stream(self, value: object) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if sys.stderr.isatty():
+                width = max(40, min(shutil.get_terminal_size().columns, 120) - 1)
+                text = "\n".join(textwrap.fill(line, width, subsequent_indent="  ") for line in text.splitlines())
+            tqdm.write(text, file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise (logging.Handler's own convention)
+            self.handleError(record)
 
 
 def _console_logging() -> None:

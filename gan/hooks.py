@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,10 +15,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from gan.checkpoint import FORMAT, save_checkpoint
+from gan.grids import labelled_grid, save_png
 from gan.lipschitz import LipschitzMonitor, adversarial_output, eval_weight, grad_norms, jacobian_norms
 from gan.metrics.evaluation import (
     RealFeatures,
@@ -95,11 +96,14 @@ class ScalarsHook(Hook):
             values["perf/it_per_s"] = (trainer.step - self._step0) / max(now - self._t0, 1e-9)
         self._t0, self._step0 = now, trainer.step
         self.writer.scalars(values, trainer.step)
+        self.writer.repeat_sparse(trainer.step)  # the staircase of the sparse tags (RunWriter)
 
 
 # ------------------------------------------------------------------------------------------------------- images
 class ImagesHook(Hook):
-    """``images/translations``: rows are fixed held-out inputs; columns the input, then each target domain."""
+    """``images/translations``: rows are fixed held-out inputs (source label at the left); columns the input, then
+    each target domain (named on top); tiles enlarged to at least 96 px. The same grid is written to
+    ``<run>/images/translations_<step>.png`` and ``translations_last.png`` (atomically)."""
 
     def __init__(self, writer: RunWriter, every: int, num_images: int) -> None:
         self.writer, self.every, self.num_images = writer, every, num_images
@@ -120,9 +124,22 @@ class ImagesHook(Hook):
         with evaluating(G):
             for target in trainer.space.grid_targets(self.labels):
                 columns.append(G(self.inputs, trainer.domain_vector(target)))
-        tiles = torch.stack(columns, dim=1).flatten(0, 1)  # row-major: input, then one column per domain
-        grid = make_grid(tiles, nrow=len(columns), padding=2, normalize=False)
-        self.writer.image("images/translations", (grid + 1) / 2, trainer.step)
+        space = trainer.space
+        rows = [row_label(space, label) for label in self.labels]
+        grid = labelled_grid(columns, ["input", *space.domains], rows)
+        self.writer.image("images/translations", grid.float() / 255, trainer.step)
+        folder = self.writer.run_dir / "images"
+        save_png(grid, folder / f"translations_{trainer.step:08d}.png")
+        save_png(grid, folder / "translations_last.png")
+
+
+def row_label(space: Any, label: torch.Tensor) -> str:
+    """An input's source as the grid shows it: its domain, or for multi-label data its attributes ("none" if
+    none is set)."""
+    if not space.multi_label:
+        return space.domains[int(label)]
+    names = [name for name, on in zip(space.domains, label.tolist()) if on]
+    return ", ".join(names) or "none"
 
 
 # -------------------------------------------------------------------------------------------------------- sigma
@@ -141,25 +158,38 @@ class SigmaHook(Hook):
     def __init__(self, writer: RunWriter, every: int) -> None:
         self.writer, self.every = writer, every
 
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if self.every and trainer.step == 0:
+            self.after_step(trainer)  # the curves start at the initial weights
+
     def after_step(self, trainer: Trainer) -> None:
         tags = sigma_tags(trainer.D)
         if tags:
-            self.writer.scalars(tags, trainer.step)
+            self.writer.scalars(tags, trainer.step, every=self.every)
 
 
 # ---------------------------------------------------------------------------------------------------- lipschitz
-def lipschitz_layout(D: nn.Module) -> dict[str, dict[str, list[Any]]]:
-    """TensorBoard custom-scalars layout: per D layer its SN sigma and operator norm on one chart; the network's
-    upper bound with the measured lower bounds on another."""
+PER_LAYER = "Per-layer sigma of D: SN's estimate for the raw weight (sn_estimate), operator norm after SN (operator)"
+
+
+def lipschitz_layout(D: nn.Module, jacobian: bool = True) -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard custom-scalars layout. "Lipschitz bounds of D": the certified upper bound, the measured lower
+    bounds and their ratio each on a chart of its own (the upper bound is often 10-100x the lower ones, which would
+    flatten them on a shared axis). "Per-layer sigma of D": one chart per conv/linear layer, domain head included,
+    with SN's sigma estimate of the raw weight and the true operator norm of the layer as the forward uses it
+    (Custom Scalars colours the series of one run alike and tells them apart by marker: see README)."""
     layers = [name.removeprefix("main.") for name, m in D.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     per_layer = {
         layer: ["Multiline", [f"sigma/D/{layer}/sn_estimate", f"sigma/D/{layer}/operator"]] for layer in layers
     }
-    bounds = ["Multiline", ["lipschitz/D/upper_bound", "lipschitz/D/grad_norm/.*", "lipschitz/D/jacobian_norm/.*"]]
-    return {
-        "Lipschitz bounds of D": {"upper bound vs measured lower bounds": bounds},
-        "Per-layer sigma of D": per_layer,
+    bounds = {
+        "certified upper bound (product of the layers' bounds)": ["Multiline", ["lipschitz/D/upper_bound"]],
+        "measured lower bounds: input-gradient norms": ["Multiline", ["lipschitz/D/grad_norm/.*"]],
     }
+    if jacobian:
+        bounds["measured lower bounds: Jacobian spectral norms"] = ["Multiline", ["lipschitz/D/jacobian_norm/.*"]]
+    bounds["looseness: upper bound / largest lower bound"] = ["Multiline", ["lipschitz/D/bound_ratio"]]
+    return {"Lipschitz bounds of D": bounds, PER_LAYER: per_layer}
 
 
 class LipschitzHook(Hook):
@@ -183,7 +213,7 @@ class LipschitzHook(Hook):
             return
         self.generator.manual_seed(self.seed + 7919 * (trainer.step + 1))
         self.reals, self.labels = held_out_batch(trainer, self.num_images)
-        self.writer.custom_scalars(lipschitz_layout(trainer.D))
+        self.writer.custom_scalars(lipschitz_layout(trainer.D, self.jacobian))
         if trainer.step == 0:
             self.after_step(trainer)
 
@@ -196,7 +226,9 @@ class LipschitzHook(Hook):
         values.update(grad_norms(trainer.D, self.reals, fake, self.generator))
         if self.jacobian:
             values.update(jacobian_norms(trainer.D, self.reals, fake, self.generator))
-        self.writer.scalars(values, trainer.step)
+        lower = max(float(v) for k, v in values.items() if "_norm/" in k)
+        values["lipschitz/D/bound_ratio"] = float(values["lipschitz/D/upper_bound"]) / lower if lower > 0 else math.inf
+        self.writer.scalars(values, trainer.step, every=self.every, count=self.labels.size(0))
 
 
 def held_out_batch(trainer: Trainer, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,7 +274,7 @@ class NormsHook(Hook):
     def after_step(self, trainer: Trainer) -> None:
         tags = {**norm_tags(trainer.G, "G"), **norm_tags(trainer.D, "D")}
         if tags:
-            self.writer.scalars(tags, trainer.step)
+            self.writer.scalars(tags, trainer.step, every=self.every)
 
 
 # ---------------------------------------------------------------------------------------------------- paired L1
@@ -288,7 +320,7 @@ class EvalHook(Hook):
             if values:
                 best[f"best/{tag}"] = pick(values)
         if best:
-            writer.scalars(best, trainer.step)
+            writer.scalars(best, trainer.step, every=self.every)
         self.check_watch(trainer)
 
     def check_watch(self, trainer: Trainer) -> None:
@@ -338,6 +370,7 @@ class PairedL1Hook(EvalHook):
     def __init__(self, writer: RunWriter, every: int, num_images: int, watch: MetricWatch | None = None) -> None:
         self.writer, self.every, self.num_images, self.watch = writer, every, num_images, watch
         self.history: list[tuple[int, float]] = []
+        self.psnr: float | None = None  # of the latest evaluation
 
     def series(self, tag: str) -> list[tuple[int, float]]:
         return list(self.history) if tag == "eval/paired_l1" else []
@@ -346,7 +379,11 @@ class PairedL1Hook(EvalHook):
         G, paired = trainer.sample_generator(), trainer.data.paired
         value, psnr = paired_scores(G, paired, trainer.device, self.num_images)
         self.history.append((trainer.step, value))
-        self.writer.scalars({"eval/paired_l1": value, "eval/paired_psnr": psnr}, trainer.step)
+        self.psnr = psnr
+        count = len(spread(torch.arange(paired.images.size(0)), self.num_images))
+        self.writer.scalars(
+            {"eval/paired_l1": value, "eval/paired_psnr": psnr}, trainer.step, every=self.every, count=count
+        )
         log.info("step %d: eval/paired_l1 = %.4f, eval/paired_psnr = %.2f dB", trainer.step, value, psnr)
         self.after_eval(trainer, self.writer)
 
@@ -354,7 +391,8 @@ class PairedL1Hook(EvalHook):
         if not self.history:
             return []
         (s0, v0), (s1, v1) = self.history[0], self.history[-1]
-        return [f"eval/paired_l1: {v0:.4f} at step {s0} -> {v1:.4f} at step {s1}"]
+        psnr = f" (PSNR {self.psnr:.2f} dB)" if self.psnr is not None and math.isfinite(self.psnr) else ""
+        return [f"eval/paired_l1: {v0:.4f} at step {s0} -> {v1:.4f} at step {s1}{psnr}"]
 
     def state_dict(self) -> dict[str, Any]:
         return {"history": [list(item) for item in self.history]}
@@ -424,7 +462,7 @@ class FidHook(EvalHook):
         if self.about is None:  # what every value is measured on, once per run (TEXT tab)
             self.writer.text("eval/about", about_text(scores, reals.split), trainer.step)
         self.about = {**scores.about(), "real_split": reals.split}
-        self.writer.scalars(values, trainer.step, scores.descriptions())
+        self.writer.scalars(values, trainer.step, scores.descriptions(), every=self.every)
         means = ", ".join(f"{k} = {v:.4g}" for k, v in values.items() if "mean" in k)
         log.info("step %d: %s (%s)", trainer.step, means, self.about["sample_sizes"])
         self.after_eval(trainer, self.writer)
@@ -440,6 +478,12 @@ class FidHook(EvalHook):
         lines = [f"{k}: {v0[k]:.4g} at step {s0} -> {v1[k]:.4g} at step {s1}" for k in keys if k in v0]
         if lines and self.about is not None:
             lines[0] += f" ({self.about['sample_sizes']})"
+        report = getattr(self._parts[0], "report", None) if self._parts is not None else None
+        if report and report.get("num_heldout"):
+            lines.append(
+                f"domain classifier: held-out accuracy {report['heldout_accuracy']:.4f} on {report['num_heldout']} "
+                "real images (the judge behind eval/domain_accuracy)"
+            )
         return lines
 
     def state_dict(self) -> dict[str, Any]:
@@ -569,7 +613,7 @@ class StabilityHook(Hook):
         worst = float(values["stability/grad_norm/max"])
         exploded = bool(self.grad_norm_limit) and not worst <= self.grad_norm_limit  # nan counts as exploded
         values["stability/diverged"] = float(trainer.divergence is not None or exploded)
-        self.writer.scalars(values, trainer.step)
+        self.writer.scalars(values, trainer.step, every=self.every, count=self.labels.size(0))
         self.latest = {k: float(v) for k, v in values.items() if not k.startswith("stability/spectrum/")}
         if exploded:
             trainer.declare_divergence(
@@ -677,14 +721,33 @@ class CheckpointHook(Hook):
 
 # ------------------------------------------------------------------------------------------------------ progress
 class ProgressHook(Hook):
-    """A tqdm bar with it/s and ETA; the latest losses are shown every ``postfix_every`` steps (one sync)."""
+    """A tqdm bar with it/s and ETA of the training steps alone, and one line above it after every evaluation.
 
-    def __init__(self, total: int, postfix_every: int, enabled: bool = True) -> None:
+    The bar's clock is the trainer's :meth:`~gan.trainer.Trainer.training_clock`, which stands still while hooks run,
+    so evaluations and checkpoints change neither the rate nor the ETA (the elapsed time shown is training time);
+    the bar starts after the step-0 evaluations. The latest losses are shown every ``postfix_every`` steps (one
+    sync). After a step with evaluations (eval/* or lipschitz/* tags, written by the hooks before this one), the
+    line of :func:`eval_line` goes to train.log and, with the bar on, to the console."""
+
+    def __init__(
+        self,
+        total: int,
+        postfix_every: int,
+        enabled: bool = True,
+        writer: RunWriter | None = None,
+        sample_sizes: Callable[[], str | None] | None = None,
+    ) -> None:
         self.total, self.postfix_every, self.enabled = total, postfix_every, enabled
+        self.writer, self.sample_sizes = writer, sample_sizes
         self.bar = None
+        self._last_line: str | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        self._report(trainer)  # the step-0 evaluations ran in the hooks before this one
         self.bar = tqdm(total=self.total, initial=trainer.step, disable=not self.enabled, unit="it", dynamic_ncols=True)
+        if hasattr(self.bar, "_time"):  # tqdm reads its clock through this attribute
+            self.bar._time = trainer.training_clock
+            self.bar.start_t = self.bar.last_print_t = trainer.training_clock()
 
     def after_step(self, trainer: Trainer) -> None:
         self.bar.update(1)
@@ -694,7 +757,51 @@ class ProgressHook(Hook):
                 **{f"G_{k}": v for k, v in trainer.last.g.items()},
             }
             self.bar.set_postfix({k: f"{float(v):.3f}" for k, v in parts.items()}, refresh=False)
+        self._report(trainer)
+
+    def _report(self, trainer: Trainer) -> None:
+        writer = self.writer
+        if writer is None or writer.values_step != trainer.step:
+            return
+        line = eval_line(trainer.step, writer.step_values, self.sample_sizes() if self.sample_sizes else None)
+        if line is None or line == self._last_line:
+            return
+        self._last_line = line
+        log.info(line)
+        if self.enabled:
+            tqdm.write(line, file=sys.stderr)
 
     def on_fit_end(self, trainer: Trainer) -> None:
         if self.bar is not None:
             self.bar.close()
+        self._report(trainer)  # the final evaluation (if any) ran in the hooks before this one
+
+
+def _distance_name(key: str) -> str:
+    name = key.split("/")[1]
+    return {"fid": "FID", "kid": "KID"}.get(name, name.replace("_fd", " FD").replace("_kd", " KD"))
+
+
+def eval_line(step: int, values: dict[str, float], sample_sizes: str | None = None) -> str | None:
+    """One console line for the evaluations of ``step`` (None without any): paired L1 and PSNR, the Frechet and
+    kernel distances with their sample sizes, domain accuracy, and D's certified Lipschitz upper bound against the
+    largest measured lower bound."""
+    parts = []
+    if "eval/paired_l1" in values:
+        text = f"paired L1 {values['eval/paired_l1']:.4f}"
+        if "eval/paired_psnr" in values:
+            text += f", PSNR {values['eval/paired_psnr']:.2f} dB"
+        parts.append(text)
+    means = [k for k in values if k.startswith("eval/") and k.endswith("/mean")]
+    fd = [k for k in means if k.split("/")[1].endswith(("fid", "_fd"))]
+    kd = [k for k in means if k.split("/")[1].endswith(("kid", "_kd"))]
+    if fd or kd:
+        text = ", ".join(f"{_distance_name(k)} {values[k]:.4g}" for k in fd + kd)
+        parts.append(text + (f" ({sample_sizes})" if sample_sizes else ""))
+    if "eval/domain_accuracy" in values:
+        parts.append(f"domain accuracy {values['eval/domain_accuracy']:.3f}")
+    if "lipschitz/D/upper_bound" in values:
+        lower = [v for k, v in values.items() if k.startswith(("lipschitz/D/grad_norm/", "lipschitz/D/jacobian_norm/"))]
+        text = f"Lipschitz(D) <= {values['lipschitz/D/upper_bound']:.4g}"
+        parts.append(text + (f", >= {max(lower):.4g} measured" if lower else ""))
+    return f"step {step}: " + " | ".join(parts) if parts else None

@@ -415,7 +415,8 @@ class LipschitzMonitor:
 
     :meth:`measure` returns, for every conv/linear layer on :func:`adversarial_path`, ``sigma/D/<layer>/sn_estimate``
     (SN layers only: the sigma SN divides by, free) and ``sigma/D/<layer>/operator`` (power iteration on the layer's
-    real input shape, warm-started from the previous call), and ``lipschitz/D/upper_bound``.
+    real input shape, warm-started from the previous call), the same two for the domain head ``cls`` (which is off
+    the adversarial path and not in the bound), and ``lipschitz/D/upper_bound``.
 
     How the upper bound stays an upper bound: power iteration only approaches each operator norm from BELOW, so it is
     never used as a factor on its own. Each factor is a certified constant of the eval-mode layer: a conv's norm is
@@ -447,11 +448,7 @@ class LipschitzMonitor:
         """The certified factor of one path layer; adds its sigma tags to ``out`` for conv/linear layers."""
         factor, reason = layer_upper_bound(layer, shape)
         if isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)):
-            if has_spectral_norm(layer):
-                out[f"sigma/D/{name}/sn_estimate"] = sn_estimate(layer)
-            state = self.states.setdefault(name, OperatorNormState())
-            estimate = operator_norm(layer, shape, self.n_iterations, self.tol, state)
-            out[f"sigma/D/{name}/operator"] = estimate
+            estimate = self._sigmas(name, layer, shape, out)
             factor = max(factor, float(estimate))  # max() keeps NaN: NaN compares False
         if reason is not None:
             self._report(name, reason)
@@ -470,7 +467,20 @@ class LipschitzMonitor:
             self.layer_bounds[name] = factor
             bound *= factor
         out["lipschitz/D/upper_bound"] = _as_scalar(bound, _first_parameter(D))
+        head = getattr(D, "cls", None)
+        if isinstance(head, (nn.Linear, nn.modules.conv._ConvNd)):  # the domain head: off the path, not in the bound
+            self._sigmas("cls", head, shapes["src"], out)
         return out
+
+    def _sigmas(self, name: str, layer: nn.Module, shape: tuple[int, ...], out: dict[str, Tensor]) -> Tensor:
+        """Adds ``sigma/D/<name>/sn_estimate`` (SN layers) and ``sigma/D/<name>/operator`` to ``out``; returns the
+        operator-norm estimate."""
+        if has_spectral_norm(layer):
+            out[f"sigma/D/{name}/sn_estimate"] = sn_estimate(layer)
+        state = self.states.setdefault(name, OperatorNormState())
+        estimate = operator_norm(layer, shape, self.n_iterations, self.tol, state)
+        out[f"sigma/D/{name}/operator"] = estimate
+        return estimate
 
 
 # ------------------------------------------------------------------------------------ empirical lower bounds

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -62,7 +63,7 @@ from gan.metrics.inception import find_weights
 from gan.metrics.kid import kernel_inception_distance
 from gan.models.modes import evaluating
 from gan.trainer import DivergedError, Trainer, lr_factor
-from gan.writers import RunWriter, last_values, write_summaries
+from gan.writers import RunWriter, event_folder, has_events, last_values, write_summaries
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +335,22 @@ def _run_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+def tensorboard_command(logdir: Path) -> str:
+    """A command that starts TensorBoard on ``logdir`` in this installation: the ``tensorboard`` script beside this
+    Python (``.venv/bin/tensorboard`` after the README's set-up, which does not put it on the PATH), relative to the
+    working directory where that is shorter."""
+    script = Path(sys.executable).parent / "tensorboard"
+    if not script.is_file():
+        return f"{Path(sys.executable).name} -m tensorboard.main --logdir {logdir}"
+    if shutil.which("tensorboard") == str(script):
+        return f"tensorboard --logdir {logdir}"
+    try:
+        shown = script.relative_to(Path.cwd())
+    except ValueError:
+        shown = script
+    return f"{shown} --logdir {logdir}"
+
+
 def _write_config(cfg: Config, run_dir: Path, step: int | None) -> None:
     """``config.yaml`` holds the resolved config; a resume with a changed config keeps the previous one beside it."""
     path, text = run_dir / "config.yaml", dump_config(cfg)
@@ -531,13 +548,13 @@ def _train_in(
             log.info("resumed at step %d from %s", trainer.step, path)
         # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail. A new
         # run in a folder that an earlier attempt logged into (without checkpoints) starts both logs afresh.
-        earlier = (run_dir / "scalars.jsonl").exists() or (run_dir / "tb").exists()
+        earlier = (run_dir / "scalars.jsonl").exists() or has_events(run_dir)
         writer = RunWriter(run_dir, purge_step=trainer.step + 1 if state is not None else (0 if earlier else None))
         try:
             trainer.hooks = build_hooks(cfg, writer, run_dir, has_paired=data.paired is not None)
             if state is not None:
                 trainer.load_hook_states(state.get("hooks", {}))
-            say(f"run dir: {run_dir}  (tensorboard --logdir {run_dir.parent})")
+            say(f"run dir: {run_dir}  (charts: {tensorboard_command(run_dir.parent)})")
             hparams = _log_run_info(cfg, writer, run_dir, trainer.step, has_paired=data.paired is not None)
             with _stop_on_signals(handle_signals):
                 started.append(True)
@@ -575,11 +592,11 @@ def _log_run_info(cfg: Config, writer: RunWriter, run_dir: Path, step: int, has_
 
 
 def _write_hparams(run_dir: Path, summaries: list[Summary], success: bool | None) -> None:
-    """The hparams summaries in their own event file of ``<run>/tb``, replaced on every write: a resumed or restarted
-    run shows its latest session (TensorBoard keeps the first value of a tag it reads, so an old FAILURE in the main
-    event file would stay). ``success`` None: running (no session end yet)."""
+    """The hparams summaries in their own event file of the run's event folder, replaced on every write: a resumed
+    or restarted run shows its latest session (TensorBoard keeps the first value of a tag it reads, so an old FAILURE
+    in the main event file would stay). ``success`` None: running (no session end yet)."""
     ends = [] if success is None else [session_end_summary(success)]
-    write_summaries(run_dir / "tb", [*summaries, *ends], ".hparams")
+    write_summaries(event_folder(run_dir), [*summaries, *ends], ".hparams")
 
 
 # ------------------------------------------------------------------------------------------------ trained models

@@ -12,6 +12,7 @@ import logging
 import random
 import re
 import signal
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -199,6 +200,8 @@ class Trainer:
         self.divergence: dict[str, Any] | None = None  # {"step", "reason"} once a divergence signal fired
         self.completed = False  # set when fit() ends: True if it ran to settings.steps without a stop or an error
         self.torn = False  # set when an exception interrupted a step half-way: that state must never be saved
+        self.hook_seconds = 0.0  # wall time spent in hook phases so far (evaluations, checkpoints)
+        self._phase_started: float | None = None
         self.failing = False  # set while an exception propagates out of fit() (the hooks' end-of-run work sees it)
         self.stopped_by_divergence = False  # set when that exception is a DivergedError: this state is not kept
 
@@ -438,6 +441,12 @@ class Trainer:
             self.completed = completed
             self._end_hooks()
 
+    def training_clock(self) -> float:
+        """A clock (seconds) that runs while the trainer trains and stands still while hooks run (evaluations,
+        checkpoints): the progress bar's rate and ETA are measured with it."""
+        now = time.perf_counter() if self._phase_started is None else self._phase_started
+        return now - self.hook_seconds
+
     def _after_step_hooks(self) -> None:
         for hook in self.hooks:
             if hook.every and self.step % hook.every == 0:
@@ -452,6 +461,7 @@ class Trainer:
         """
         failure: BaseException | None = None
         code = _GO
+        started = self._phase_started = time.perf_counter()
         try:
             work()
         except StopRequested:
@@ -459,6 +469,8 @@ class Trainer:
             code = _STOP
         except BaseException as exc:
             failure, code = exc, _FAILED
+        self.hook_seconds += time.perf_counter() - started
+        self._phase_started = None
         if code == _GO and stop_requested():
             code = _STOP
         code = distributed.agree(code, self.device)

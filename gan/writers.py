@@ -10,51 +10,109 @@ from pathlib import Path
 import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import image as image_summary
+from torch.utils.tensorboard.summary import text as text_summary
+
+from gan.tags import describe, is_sparse
+
+
+def event_folder(run_dir: Path) -> Path:
+    """Where a run's TensorBoard events go: the run folder itself, so that TensorBoard lists the run under its own
+    name (``tensorboard --logdir runs`` shows ``<run>``); ``<run>/tb`` for runs begun by versions that wrote there."""
+    old = Path(run_dir) / "tb"
+    return old if old.is_dir() else Path(run_dir)
+
+
+def has_events(run_dir: Path) -> bool:
+    """True when the run folder already holds TensorBoard event files."""
+    return any(event_folder(run_dir).glob("events.out.tfevents.*"))
 
 
 class RunWriter:
-    """Writes scalars and images under ``<run_dir>/tb`` and scalars to ``<run_dir>/scalars.jsonl``.
+    """Writes scalars and images as TensorBoard events in the run folder and scalars to ``<run_dir>/scalars.jsonl``.
 
     ``purge_step`` (the step a resumed run restarts from) drops what the interrupted run logged at or after it, in
     TensorBoard and in ``scalars.jsonl`` alike, so that every tag has one value per step and curves do not fold
     back on themselves.
+
+    Every tag carries a description (gan.tags) in its first event. Sparse tags (measured every few hundred steps:
+    evaluations, sigma, Lipschitz, stability) are repeated in TensorBoard, not in ``scalars.jsonl``, at every
+    ``repeat_sparse`` call (the scalars hook's steps): TensorBoard smooths over points, not steps, and its default
+    smoothing of 0.6 would otherwise turn five evaluations into wrong values.
     """
 
     def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge_step)
+        self.tb = SummaryWriter(log_dir=str(event_folder(self.run_dir)), purge_step=purge_step)
         jsonl = self.run_dir / "scalars.jsonl"
         if purge_step is not None and jsonl.is_file():
             purge_jsonl(jsonl, purge_step)
+        # A resumed run goes on repeating the values its sparse tags had at the checkpoint.
+        self._sparse: dict[str, tuple[int, float]] = {
+            tag: (step, float(value)) for tag, (step, value) in last_values(jsonl).items() if is_sparse(tag)
+        }
         self._jsonl = open(jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._described: set[str] = set()
+        self.step_values: dict[str, float] = {}  # every scalar logged at values_step (the console's eval line)
+        self.values_step: int | None = None
+
+    def _metadata(self, tag: str, text: str | None, every: int | None, count: int | None) -> SummaryMetadata | None:
+        """The description of ``tag`` for its first event in this writer, else None."""
+        if tag in self._described:
+            return None
+        self._described.add(tag)
+        return SummaryMetadata(summary_description=describe(tag, every, count, text) or "")
 
     def scalars(
-        self, values: dict[str, float | torch.Tensor], step: int, descriptions: dict[str, str] | None = None
+        self,
+        values: dict[str, float | torch.Tensor],
+        step: int,
+        descriptions: dict[str, str] | None = None,
+        every: int | None = None,
+        count: int | None = None,
     ) -> None:
         """Log several scalars at ``step``; tensors are converted here (the one place numbers leave the device).
-        ``descriptions`` ({tag: text}) go into a tag's metadata the first time this writer logs it: TensorBoard shows
-        the text of a tag's first event as its description (the scalar card's info tooltip)."""
+        Each tag's description (``descriptions`` of the caller, else gan.tags, told the hook's ``every`` and the
+        ``count`` of images it measures on) goes into its first event: TensorBoard shows the text of a tag's first
+        event as its description (the info icon of its card)."""
+        if step != self.values_step:
+            self.step_values, self.values_step = {}, step
         row: dict[str, float] = {}
         for tag, value in values.items():
             number = float(value.detach().float().cpu()) if isinstance(value, torch.Tensor) else float(value)
-            if descriptions and tag in descriptions and tag not in self._described:
-                meta = SummaryMetadata(summary_description=descriptions[tag])
+            meta = self._metadata(tag, (descriptions or {}).get(tag), every, count)
+            if meta is not None:
                 summary = Summary(value=[Summary.Value(tag=tag, simple_value=number, metadata=meta)])
                 self.tb._get_file_writer().add_summary(summary, step)
-                self._described.add(tag)
             else:
                 self.tb.add_scalar(tag, number, step)
+            if is_sparse(tag):
+                self._sparse[tag] = (step, number)
+            self.step_values[tag] = number
             row[tag] = number if math.isfinite(number) else str(number)
         self._jsonl.write(json.dumps({"step": step, "time": time.time(), **row}) + "\n")
 
+    def repeat_sparse(self, step: int) -> None:
+        """Log every sparse tag's latest value again at ``step`` (TensorBoard only; see the class docstring)."""
+        for tag, (last, number) in self._sparse.items():
+            if last < step:
+                self.tb.add_scalar(tag, number, step)
+
     def image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """Log one (3, H, W) image with values in [0, 1]."""
-        self.tb.add_image(tag, image.detach().float().cpu().clamp(0, 1), step)
+        summary = image_summary(tag, image.detach().float().cpu().clamp(0, 1), dataformats="CHW")
+        meta = self._metadata(tag, None, None, None)
+        if meta is not None:
+            summary.value[0].metadata.CopyFrom(meta)
+        self.tb._get_file_writer().add_summary(summary, step)
 
     def text(self, tag: str, text: str, step: int) -> None:
         """Markdown text (TensorBoard's TEXT tab)."""
-        self.tb.add_text(tag, text, step)
+        summary = text_summary(tag, text)
+        meta = self._metadata(tag, None, None, None)
+        if meta is not None:
+            summary.value[0].metadata.summary_description = meta.summary_description
+        self.tb._get_file_writer().add_summary(summary, step)
 
     def custom_scalars(self, layout: dict[str, dict[str, list[object]]]) -> None:
         """Group tags into charts in TensorBoard's Custom Scalars dashboard ({category: {title: [kind, tags]}})."""

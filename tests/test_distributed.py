@@ -129,7 +129,7 @@ def test_two_gloo_processes_train_like_one_process_with_the_same_global_batch(ti
     assert done.stderr.count("finished at step 6") == 1  # one summary: rank 0 speaks for the run
     for step in range(1, 7):
         _assert_same_training(ddp / f"checkpoints/step_{step:08d}.pt", single / f"checkpoints/step_{step:08d}.pt")
-    assert len([p for p in (ddp / "tb").iterdir() if not p.name.endswith(".hparams")]) == 1  # one event file
+    assert len([p for p in ddp.glob("events.out.tfevents.*") if not p.name.endswith(".hparams")]) == 1  # one event file
     assert sorted(_scalars(ddp)) == sorted(_scalars(single))  # one scalars.jsonl, one row per tag and step
     assert json.loads((ddp / "status.json").read_text())["status"] == "completed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "single", "tiny.yaml"]  # nothing else written

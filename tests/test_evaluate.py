@@ -309,7 +309,7 @@ def test_fid_of_a_checkpoint_is_what_the_hook_logged_with_inception(hub_weights,
     # TensorBoard: every distance tag describes its sample sizes, and the TEXT tab says what they compare with.
     from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(run / "tb"))
+    acc = EventAccumulator(str(run))
     acc.Reload()
     described = {tag: acc.SummaryMetadata(tag).summary_description for tag in acc.Tags()["tensors"]}
     assert result["sample_sizes"] in described["eval/fid/mean"] and result["sample_sizes"] in described["eval/kid/mean"]

@@ -131,7 +131,7 @@ def test_a_resumed_run_shows_its_latest_session_only(tiny_config, tmp_path, monk
     train(cfg, tmp_path / "run", "auto", handle_signals=False)  # resumes from the checkpoint at step 3
     found, _ = _read(tmp_path)
     assert found["run/tb"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_SUCCESS
-    assert len(list((tmp_path / "run" / "tb").glob("*.hparams"))) == 1
+    assert len(list((tmp_path / "run").glob("events.out.tfevents.*.hparams"))) == 1
 
 
 def test_single_runs_do_not_filter_each_other_out(tiny_config, tmp_path):

@@ -80,8 +80,8 @@ def _jsonl_rows(run: Path) -> list[dict]:
 
 def _all_tags(run: Path) -> set[str]:
     tags = {k for row in _jsonl_rows(run) for k in row if k not in ("step", "time")}
-    if (run / "tb").is_dir():
-        acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0, "images": 0})
+    if any(run.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
         acc.Reload()
         tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
     return tags

@@ -1,5 +1,6 @@
 """End-to-end: train.py on a tiny config, its TensorBoard tags, resume, stop signals and bad input."""
 
+import json
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def _tags(run_dir: Path) -> tuple[set[str], EventAccumulator]:
-    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "images": 0})
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
     acc.Reload()
     return set(acc.Tags()["scalars"]) | set(acc.Tags()["images"]), acc
 
@@ -35,7 +36,10 @@ def test_train_logs_the_documented_tags(tiny_config, tmp_path):
         "sigma/D/conv1/sn_estimate", "sigma/D/conv2/sn_estimate", "sigma/D/src/sn_estimate", "sigma/D/cls/sn_estimate",
     }  # fmt: skip
     assert expected <= tags
-    assert [e.step for e in acc.Scalars("eval/paired_l1")] == [0, 3, 6]
+    rows = [json.loads(line) for line in (run / "scalars.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/paired_l1" in r] == [0, 3, 6]  # the evaluations themselves
+    # TensorBoard also repeats the latest value at the scalars steps in between (smoothing-safe staircase).
+    assert [e.step for e in acc.Scalars("eval/paired_l1")] == [0, 2, 3, 4, 6]
     lipschitz = {"sigma/D/conv1/operator", "sigma/D/src/operator", "lipschitz/D/upper_bound"}
     lipschitz |= {
         f"lipschitz/D/{kind}/{x}" for kind in ("grad_norm", "jacobian_norm") for x in ("real", "fake", "interp")
@@ -45,7 +49,8 @@ def test_train_logs_the_documented_tags(tiny_config, tmp_path):
         lower = [acc.Scalars(tag) for tag in lipschitz if "_norm/" in tag]
         assert all(e.value <= event.value for series in lower for e in series if e.step == event.step)
     image = acc.Images("images/translations")[-1]
-    assert (image.width, image.height) == (2 + 4 * 18, 2 + 2 * 18)  # columns: input + 3 domains; rows: 2 inputs
+    # columns: input + 3 domains; rows: 2 inputs; 16 px tiles shown at 96 px, with names above and at the left
+    assert 4 * 96 < image.width < 4 * 96 + 200 and 2 * 96 < image.height < 2 * 96 + 100
     assert acc.Scalars("lr/G")[-1].value == pytest.approx(0.0)  # linear decay reaches zero at the last step
     assert (run / "config.yaml").is_file() and (run / "scalars.jsonl").is_file()
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -85,8 +90,9 @@ def test_resume_continues_exactly(tiny_config, tmp_path, device, request):
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
     # purge_step drops the interrupted run's events after step 3, so the curve does not fold back.
+    # The resumed writer goes on repeating the step-3 value at step 4 (the staircase between evaluations).
     events = _tags(split)[1].Scalars("eval/paired_l1")
-    assert [e.step for e in events] == [0, 3, 6]
+    assert [e.step for e in events] == [0, 2, 3, 4, 6]
     straight_events = _tags(straight)[1].Scalars("eval/paired_l1")
     assert [e.value for e in events] == [e.value for e in straight_events]
 

@@ -237,15 +237,22 @@ def test_spectral_norm_updates_once_per_d_step_by_default(tiny):
 
 
 def test_lipschitz_layout_pairs_each_layer():
-    from gan.hooks import lipschitz_layout
+    from gan.hooks import PER_LAYER, lipschitz_layout
     from gan.models import Discriminator
 
     layout = lipschitz_layout(Discriminator(16, 3, 4, 2))
-    assert layout["Per-layer sigma of D"]["conv2"] == [
+    per_layer = layout[PER_LAYER]
+    assert per_layer["conv2"] == [
         "Multiline", ["sigma/D/conv2/sn_estimate", "sigma/D/conv2/operator"],
     ]  # fmt: skip
-    assert set(layout["Per-layer sigma of D"]) == {"conv1", "conv2", "src", "cls"}
-    assert "lipschitz/D/upper_bound" in layout["Lipschitz bounds of D"]["upper bound vs measured lower bounds"][1]
+    assert set(per_layer) == {"conv1", "conv2", "src", "cls"}  # the domain head too
+    # The certified upper bound, the measured lower bounds and their ratio each get a chart (scales that fit).
+    charts = {title: tags for title, (_, tags) in layout["Lipschitz bounds of D"].items()}
+    assert [tags for tags in charts.values() if "lipschitz/D/upper_bound" in tags] == [["lipschitz/D/upper_bound"]]
+    assert ["lipschitz/D/grad_norm/.*"] in charts.values() and ["lipschitz/D/bound_ratio"] in charts.values()
+    assert ["lipschitz/D/jacobian_norm/.*"] in charts.values()
+    no_jacobian = lipschitz_layout(Discriminator(16, 3, 4, 2), jacobian=False)["Lipschitz bounds of D"]
+    assert all("jacobian" not in tags[1][0] for tags in no_jacobian.values())
 
 
 def test_batch_instance_gates_in_d_are_clamped_and_have_their_own_group(tiny):

@@ -53,6 +53,7 @@ class DomainClassifier(nn.Module):
                 f"{image_size}, {num_domains}, {width}"
             )
         self.image_size, self.num_domains, self.multi_label, self.width = image_size, num_domains, multi_label, width
+        self.report: dict[str, Any] | None = None  # ClassifierReport.to_dict() once trained or loaded (not saved here)
         self.feature_dim = 8 * width
         layers, channels, size = _conv_block(3, width, 1), width, image_size
         while size > 4:
@@ -238,6 +239,7 @@ def train_classifier(
         heldout,
         len(data.test),
     )
+    model.report = report.to_dict()
     return model.eval(), report
 
 
@@ -320,4 +322,5 @@ def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[Dom
         )
     meta = {key: payload[key] for key in ("domains", "report", "args")}
     meta["provenance"] = payload.get("provenance") or {}  # absent in files of older versions
+    model.report = dict(meta["report"]) if isinstance(meta["report"], dict) else None
     return model.to(device).eval(), meta
