@@ -14,6 +14,9 @@ from gan.compare import compare_runs, find_runs, report_text, write_report
 from gan.errors import UserError
 from gan.metrics.evaluation import TranslationScores, value_span
 from gan.run import (
+    MAX_SIDE,
+    MIN_SIDE,
+    SIZE_MULTIPLE,
     evaluate_checkpoint,
     folder_fid,
     folder_kid,
@@ -24,6 +27,7 @@ from gan.run import (
     save_folder_stats,
     train_checkpoint_classifier,
     translate_files,
+    translate_size,
 )
 
 
@@ -48,7 +52,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="multi-label models: the attributes the input images have (default: predicted by the run's domain "
         "classifier, <run>/classifier.pt)",
     )
-    t.add_argument("--out", type=Path, required=True, help="output file (one input, one target) or folder")
+    t.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="an image file (e.g. out.png: one input and one --to only) or a folder, which gets "
+        "<name>_to_<domain>.png files; several inputs or targets with an image-file --out are refused",
+    )
+    t.add_argument(
+        "--size",
+        default="model",
+        metavar="model|input|N",
+        help="the size G is applied at, which is the output's size: model (default) = each input centre-cropped "
+        "and resized as the training data was, output at the model's resolution (data.image_size); input = the "
+        "whole image (no crop) at its own size; N = the whole image resized so that its shorter side is N "
+        f"(a multiple of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}), aspect ratio kept. input and N round each "
+        f"side to a multiple of {SIZE_MULTIPLE} and refuse more than {MAX_SIDE}x{MAX_SIDE} pixels (memory)",
+    )
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--no-ema", action="store_true", help="use the trained G even when an EMA copy exists")
 
@@ -190,9 +210,10 @@ def _describe(info: dict[str, Any]) -> str:
 
 
 def translate(args: argparse.Namespace) -> int:
+    size = translate_size(args.size)  # a bad --size is reported before the inputs are looked at
     files = input_files(args.input)
     n = translate_files(
-        args.checkpoint, files, args.to, args.out, pick_device(args.device), not args.no_ema, args.labels
+        args.checkpoint, files, args.to, args.out, pick_device(args.device), not args.no_ema, args.labels, size=size
     )
     print(f"wrote {n} image(s) to {args.out}")
     return 0

@@ -50,7 +50,15 @@ from gan.build import (
 )
 from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
-from gan.data import IMAGE_SUFFIXES, DataBundle, image_transform, list_images, load_rgb
+from gan.data import (
+    IMAGE_SUFFIXES,
+    DataBundle,
+    image_dimensions,
+    image_transform,
+    list_images,
+    load_rgb,
+    resize_transform,
+)
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason
 from gan.hparams import Summary, experiment_summary, session_end_summary, session_start_summary
 from gan.interrupt import clear_stop, request_stop, stop_requested
@@ -812,6 +820,65 @@ def folder_kid(paths: list[Path], cfg: Config, device: torch.device) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------------- translating
+# translate --size: G is fully convolutional (gan.models.generator), so it also runs at sizes it was not trained at,
+# within limits set by its architecture and by memory.
+SIZE_MULTIPLE = 4  # two stride-2 convs down, two transposed convs up: other sides come back cut (a 30 px side as 28)
+MIN_SIDE = 8  # a 4x4 input leaves a 1x1 bottleneck, where instance norm (the default) has no statistics to use
+MAX_PIXELS = 2048 * 2048  # measured on a 2-core CPU: 1.9 GB and 13 s for the default G (conv_dim 32), ~4 GB at 64
+MAX_SIDE = 2048  # the largest --size N (shorter side) that a square image can have within MAX_PIXELS
+SIZES = f"model, input or a multiple of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE} (the shorter side)"
+
+
+def translate_size(size: str | int) -> str | int:
+    """``--size`` checked: ``"model"``, ``"input"``, or the shorter side in pixels (an int, or its text)."""
+    text = str(size).strip()
+    if text in ("model", "input"):
+        return text
+    side = int(text) if text.isascii() and text.isdigit() and not isinstance(size, bool) else 0
+    if not MIN_SIDE <= side <= MAX_SIDE or side % SIZE_MULTIPLE:
+        raise UserError(f"--size: expected {SIZES}, got {size!r}")
+    return side
+
+
+def working_size(width: int, height: int, size: str | int) -> tuple[int, int]:
+    """(width, height) G runs at for a ``width`` x ``height`` image under ``--size input`` (its own size) or
+    ``--size N`` (shorter side N, aspect ratio kept): each side rounded to the nearest multiple of 4, at least 8."""
+    scale = 1.0 if size == "input" else int(size) / min(width, height)
+    return _round_side(width * scale), _round_side(height * scale)
+
+
+def _round_side(side: float) -> int:
+    return max(MIN_SIDE, SIZE_MULTIPLE * int(side / SIZE_MULTIPLE + 0.5))  # halves round up: 30 -> 32, 26 -> 28
+
+
+def _working_sizes(inputs: list[Path], size: str | int) -> list[tuple[int, int]]:
+    """The size each input is translated at (read from the file headers), every one checked against MAX_PIXELS
+    before any image is decoded or written."""
+    sizes = [working_size(*image_dimensions(path), size) for path in inputs]
+    for path, (width, height) in zip(inputs, sizes):
+        if width * height > MAX_PIXELS:
+            raise UserError(
+                f"--size {size}: {path} would be translated at {width}x{height} = {width * height / 1e6:.1f} Mpixel, "
+                f"above the limit of {MAX_PIXELS / 1e6:.1f} Mpixel ({MAX_SIDE}x{MAX_SIDE}); give a smaller --size N"
+            )
+    return sizes
+
+
+def _output_is_file(inputs: list[Path], targets: list[str], out: Path) -> bool:
+    """Whether ``out`` is the one output image file, rather than a folder of ``<stem>_to_<target>.png`` files: an
+    image suffix names a file, which only one input and one target can fill."""
+    is_file = out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
+    count = len(inputs) * len(targets)
+    if is_file and count > 1:
+        raise UserError(
+            f"--out {out}: names an image file, but {len(inputs)} input image(s) x {len(targets)} target(s) make "
+            f"{count} outputs; several outputs need a folder (an --out without an image suffix)"
+        )
+    if not is_file and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder; name a folder, or an image file (e.g. out.png)")
+    return is_file
+
+
 def translate_files(
     checkpoint: Path,
     inputs: list[Path],
@@ -821,10 +888,14 @@ def translate_files(
     ema: bool = True,
     labels: str | None = None,
     progress: bool = True,
+    size: str | int = "model",
 ) -> int:
     """Translate image files into the ``targets`` (``--to`` texts, see gan.labels) and save PNGs; returns the
     number written. Multi-label models need the inputs' own attributes: ``labels`` (comma-separated names) or,
-    without it, the run's domain classifier predicts them."""
+    without it, the run's domain classifier predicts them. ``size``: ``"model"`` crops and resizes each input as
+    the training data was; ``"input"`` or a shorter side N keep the whole image (see :func:`working_size`)."""
+    size = translate_size(size)
+    single = _output_is_file(inputs, targets, out)  # before anything is read
     G, cfg, state = load_generator_state(checkpoint, device, ema)
     space = label_space(cfg, state)
     if labels is not None and not space.multi_label:
@@ -844,19 +915,23 @@ def translate_files(
                 "train-classifier) to predict them"
             )
     given = space.parse_attributes(labels) if labels is not None else None
-    single = len(inputs) == 1 and len(targets) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
-    if not single:
+    sizes = _working_sizes(inputs, size) if size != "model" else None
+    if single:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    else:
         out.mkdir(parents=True, exist_ok=True)
-    transform = image_transform(cfg.data.image_size, cfg.data.crop_size)
+    model_input = image_transform(cfg.data.image_size, cfg.data.crop_size)  # what the model and classifier saw
     written = 0
     stems = [p.stem for p in inputs]
-    for path in tqdm(inputs, desc="translate", unit="img", disable=not progress or len(inputs) < 2):
+    for k, path in enumerate(tqdm(inputs, desc="translate", unit="img", disable=not progress or len(inputs) < 2)):
         name = path.stem if stems.count(path.stem) == 1 else path.name  # a.png and a.jpg: keep both outputs
-        x = transform(load_rgb(path)).unsqueeze(0).to(device)
+        image = load_rgb(path)
+        x = (model_input(image) if sizes is None else resize_transform(*sizes[k])(image)).unsqueeze(0).to(device)
         source = given
         if space.multi_label and source is None:
+            seen = x if sizes is None else model_input(image).unsqueeze(0).to(device)
             with evaluating(classifier):
-                source = space.one_per_group(classifier(x)[0].cpu())  # the attributes it sees in the input
+                source = space.one_per_group(classifier(seen)[0].cpu())  # the attributes it sees in the input
         for i, spec in enumerate(targets):
             label = space.parse(spec, source) if space.multi_label else parsed[i]
             with torch.no_grad():

@@ -269,6 +269,112 @@ def test_translate_keeps_inputs_with_the_same_stem_apart(checkpoint, tmp_path, c
     assert "wrote 2 image(s)" in capsys.readouterr().out
 
 
+def _translate(checkpoint, source, out, *args):
+    return evaluate_main(["translate", "--checkpoint", str(checkpoint), "--input", str(source), "--out", str(out),
+                          *args])  # fmt: skip
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("several", ["targets", "inputs"])
+def test_translate_refuses_an_image_file_out_for_several_outputs(checkpoint, tmp_path, capsys, several):
+    """Several outputs and an --out with an image suffix: refused before the checkpoint or any image is read (the
+    checkpoint named here does not exist, one input is not an image), and nothing is created (it used to become a
+    folder named two.png)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (16, 16)).save(photos / "a.png")
+    (photos / "b.png").write_bytes(b"not a png")
+    source, targets = (photos / "a.png", ["--to", "palette", "--to", "outline"]) if several == "targets" else \
+        (photos, ["--to", "palette"])  # fmt: skip
+    for model in (checkpoint, tmp_path / "missing.pt"):
+        assert _translate(model, source, tmp_path / "two.png", *targets) == 2
+        err = _one_error_line(capsys)
+        assert "--out" in err and "two.png" in err and "several outputs need a folder" in err
+        assert "2 outputs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+def test_translate_size_input_keeps_the_whole_image_at_its_own_size(checkpoint, tmp_path):
+    """--size input: G (fully convolutional) runs on the whole 41x27 image, each side rounded to a multiple of 4
+    (40x28), not cropped, normalised as in training; the file holds exactly G of that resized image."""
+    import torch
+
+    from gan.run import load_generator
+
+    rng = np.random.RandomState(0)
+    Image.fromarray(rng.randint(0, 256, (27, 41, 3), dtype=np.uint8)).save(tmp_path / "wide.png")
+    out = tmp_path / "out.png"
+    assert _translate(checkpoint, tmp_path / "wide.png", out, "--to", "outline", "--size", "input") == 0
+    saved = np.asarray(Image.open(out))
+    assert saved.shape == (28, 40, 3)
+    G, space = load_generator(checkpoint)
+    whole = np.asarray(Image.open(tmp_path / "wide.png").resize((40, 28), Image.BILINEAR))  # PIL's antialiased resize
+    x = torch.from_numpy(whole).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+    with torch.no_grad():
+        y = G(x, space.vectors(space.parse("outline").unsqueeze(0)))
+    expected = ((y[0] + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.abs(saved.astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "width, height, size, expected",
+    [
+        (41, 27, "input", (40, 28)),
+        (50, 30, "input", (52, 32)),  # halves round up
+        (3, 2, "input", (8, 8)),  # at least 8: a 4x4 input leaves instance norm a 1x1 map
+        (50, 30, 48, (80, 48)),
+        (30, 75, 48, (48, 120)),
+        (999, 1000, 8, (8, 8)),
+    ],
+)
+def test_working_size(width, height, size, expected):
+    from gan.run import working_size
+
+    assert working_size(width, height, size) == expected
+
+
+def test_translate_size_n_sets_the_shorter_side(checkpoint, tmp_path):
+    Image.new("RGB", (30, 75), (20, 200, 20)).save(tmp_path / "tall.jpg")
+    assert _translate(checkpoint, tmp_path / "tall.jpg", tmp_path / "out", "--to", "texture", "--size", "48") == 0
+    assert Image.open(tmp_path / "out" / "tall_to_texture.png").size == (48, 120)
+
+
+def test_translate_size_model_is_the_default(checkpoint, tmp_path):
+    rng = np.random.RandomState(1)
+    Image.fromarray(rng.randint(0, 256, (30, 50, 3), dtype=np.uint8)).save(tmp_path / "photo.png")
+    assert _translate(checkpoint, tmp_path / "photo.png", tmp_path / "default.png", "--to", "palette") == 0
+    assert _translate(checkpoint, tmp_path / "photo.png", tmp_path / "model.png", "--to", "palette",
+                      "--size", "model") == 0  # fmt: skip
+    default, model = np.asarray(Image.open(tmp_path / "default.png")), np.asarray(Image.open(tmp_path / "model.png"))
+    assert default.shape == (16, 16, 3) and np.array_equal(default, model)
+
+
+@pytest.mark.parametrize("value", ["0", "5", "-4", "big", "4", "2052", "12.0"])
+def test_translate_refuses_bad_sizes_in_one_line(checkpoint, tmp_path, capsys, value):
+    Image.new("RGB", (16, 16)).save(tmp_path / "x.png")
+    assert _translate(checkpoint, tmp_path / "x.png", tmp_path / "o.png", "--to", "palette", "--size", value) == 2
+    err = _one_error_line(capsys)
+    assert err.startswith("error: --size: expected model, input or a multiple of 4") and repr(value) in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_translate_refuses_sizes_over_the_pixel_limit(checkpoint, tmp_path, capsys):
+    """--size input on a 2100x2100 image would need about 2 GB: refused from the file header, nothing written; a
+    smaller --size N translates the same file."""
+    Image.new("RGB", (2100, 2100)).save(tmp_path / "huge.png")
+    assert _translate(checkpoint, tmp_path / "huge.png", tmp_path / "o.png", "--to", "palette", "--size", "input") == 2
+    err = _one_error_line(capsys)
+    assert "--size input" in err and "huge.png" in err and "2100x2100" in err and "limit of 4.2 Mpixel" in err
+    assert not (tmp_path / "o.png").exists()
+    assert _translate(checkpoint, tmp_path / "huge.png", tmp_path / "o.png", "--to", "palette", "--size", "16") == 0
+    assert Image.open(tmp_path / "o.png").size == (16, 16)
+
+
 def _same_as_the_hook(result, logged, fd, kd):
     """The CLI's per-domain and mean distances and accuracy are the numbers the fid hook logged, exactly."""
     for name, scores in result["domains"].items():
@@ -284,7 +390,7 @@ def test_fid_of_a_checkpoint_is_what_the_hook_logged_offline(checkpoint, capsys,
     with caplog.at_level("WARNING", logger="gan"):
         assert evaluate_main(["fid", "--checkpoint", str(checkpoint), "--json"]) == 0
     result = _json_out(capsys)
-    assert "using the domain classifier's features instead" in caplog.text
+    assert "with the domain classifier's features instead" in caplog.text
     assert result["extractor"] == "classifier" and result["weights"] == str(checkpoint.parent.parent / "classifier.pt")
     _same_as_the_hook(result, _logged(checkpoint, 2), "classifier_fd", "classifier_kd")
     assert result["sample_sizes"] == "4 translations vs 4 real images per target domain"

@@ -15,13 +15,14 @@ from gan.data.base import (
     ImageFileDataset,
     PairedSet,
     TensorImageDataset,
+    image_dimensions,
     list_images,
     load_rgb,
 )
 from gan.data.celeba import build_celeba
 from gan.data.folder import build_folder
 from gan.data.synthetic import STYLES, build_synthetic, render
-from gan.data.transforms import image_transform
+from gan.data.transforms import image_transform, resize_transform
 from gan.errors import DataError, UserError, reason
 
 __all__ = [
@@ -34,11 +35,13 @@ __all__ = [
     "build_celeba",
     "build_folder",
     "build_synthetic",
+    "image_dimensions",
     "image_transform",
     "list_images",
     "load_data",
     "load_rgb",
     "render",
+    "resize_transform",
 ]
 
 logger = logging.getLogger(__name__)

@@ -121,6 +121,15 @@ def load_rgb(path: Path) -> Image.Image:
         raise DataError(f"{path}: cannot read image ({reason(exc)})") from exc
 
 
+def image_dimensions(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file from its header, without decoding the pixels; errors as :func:`load_rgb`."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except IMAGE_ERRORS as exc:
+        raise DataError(f"{path}: cannot read image ({reason(exc)})") from exc
+
+
 def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     """The image files (by :data:`IMAGE_SUFFIXES`) in ``folder``, sorted: directly inside it (as pytorch-fid picks
     them), or with ``recursive`` in every non-hidden sub-folder too (as torchvision's ImageFolder). An empty or
