@@ -12,8 +12,16 @@ GAN = Path(__file__).resolve().parent.parent / "gan"
 # Layers, bottom to top. A module may import gan modules of its own layer or a lower one, never a higher one.
 LAYERS = [
     # checkpoint: atomic files; hparams: TensorBoard protos; tags: what each tag means; grids: labelled PNG grids
-    {"gan.errors", "gan.registry", "gan.interrupt", "gan.labels", "gan.checkpoint", "gan.hparams", "gan.tags",
-     "gan.grids"},
+    {
+        "gan.errors",
+        "gan.registry",
+        "gan.interrupt",
+        "gan.labels",
+        "gan.checkpoint",
+        "gan.hparams",
+        "gan.tags",
+        "gan.grids",
+    },
     {"gan.norms", "gan.spectral", "gan.models", "gan.data", "gan.losses", "gan.metrics", "gan.lipschitz"},
     {"gan.config"},  # knows the layers' registries (names to validate), never builds anything
     {"gan.distributed"},  # process groups for torchrun; knows only errors

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as PluginAccumulator
@@ -66,7 +65,11 @@ def test_sparse_tags_are_repeated_in_tensorboard_only(tmp_path):
     w.close()
     acc = _tb(tmp_path)
     assert [(e.step, e.value) for e in acc.Scalars("eval/paired_l1")] == [
-        (0, 0.5), (10, 0.5), (20, 0.5), (30, 0.25), (40, 0.25),
+        (0, 0.5),
+        (10, 0.5),
+        (20, 0.5),
+        (30, 0.25),
+        (40, 0.25),
     ]  # fmt: skip  (step 30: the fresh value only, not the old one repeated)
     assert [e.step for e in acc.Scalars("loss/D/adv")] == [10, 20, 30, 40]
     rows = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
@@ -104,7 +107,8 @@ def test_every_tag_of_a_run_has_a_description(run):
     acc.Reload()
     tags = set(acc.Tags()["tensors"]) | {t for p in acc.ActivePlugins() for t in acc.PluginTagToContent(p)}
     tags = {t for t in tags if not t.startswith(("_hparams_/", "custom_scalars__"))}  # the plugins' own records
-    jsonl = {k for line in (run / "scalars.jsonl").read_text().splitlines() for k in json.loads(line)} - {"step", "time"}
+    rows = [json.loads(line) for line in (run / "scalars.jsonl").read_text().splitlines()]
+    jsonl = {k for row in rows for k in row} - {"step", "time"}
     assert jsonl <= tags and {"images/translations", "config/text_summary", "eval/about/text_summary"} <= tags
     assert {"sigma/D/cls/operator", "lipschitz/D/bound_ratio", "norm/D/rho_mean"} <= tags
     missing = sorted(t for t in tags if not acc.SummaryMetadata(t).summary_description)
@@ -155,7 +159,8 @@ def test_eval_line_has_every_measurement():
 
 
 def test_console_shows_the_hint_and_one_line_per_evaluation(tiny_config, tmp_path, capsys):
-    assert train_main(["--config", str(tiny_config), "--run-dir", str(tmp_path / "r"), "--set", "train.progress=true"]) == 0
+    args = ["--config", str(tiny_config), "--run-dir", str(tmp_path / "r"), "--set", "train.progress=true"]
+    assert train_main(args) == 0
     err = capsys.readouterr().err
     assert "tensorboard --logdir" in err
     lines = [line.split("\r")[-1] for line in err.splitlines()]
