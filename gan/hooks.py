@@ -127,7 +127,7 @@ class ImagesHook(Hook):
         space = trainer.space
         rows = [row_label(space, label) for label in self.labels]
         grid = labelled_grid(columns, ["input", *space.domains], rows)
-        self.writer.image("images/translations", grid.float() / 255, trainer.step)
+        self.writer.image("images/translations", grid, trainer.step)
         folder = self.writer.run_dir / "images"
         save_png(grid, folder / f"translations_{trainer.step:08d}.png")
         save_png(grid, folder / "translations_last.png")

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.compat.proto.tensor_pb2 import TensorProto
+from tensorboard.plugins.image import metadata as image_plugin
+from tensorboard.plugins.scalar import metadata as scalar_plugin
+from tensorboard.plugins.text import metadata as text_plugin
+from tensorboard.util.tensor_util import make_tensor_proto
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import image as image_summary
-from torch.utils.tensorboard.summary import text as text_summary
 
 from gan.tags import describe, is_sparse
 
@@ -43,7 +50,10 @@ class RunWriter:
 
     def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.tb = SummaryWriter(log_dir=str(event_folder(self.run_dir)), purge_step=purge_step)
+        # Every writer opens its file with a session start (at step 0 for a new run): TensorBoard's Python loader
+        # ignores the first start it sees, so the resumed writer's start must be the second for its purge to work.
+        start = 0 if purge_step is None else purge_step
+        self.tb = SummaryWriter(log_dir=str(event_folder(self.run_dir)), purge_step=start)
         jsonl = self.run_dir / "scalars.jsonl"
         if purge_step is not None and jsonl.is_file():
             purge_jsonl(jsonl, purge_step)
@@ -56,12 +66,24 @@ class RunWriter:
         self.step_values: dict[str, float] = {}  # every scalar logged at values_step (the console's eval line)
         self.values_step: int | None = None
 
-    def _metadata(self, tag: str, text: str | None, every: int | None, count: int | None) -> SummaryMetadata | None:
-        """The description of ``tag`` for its first event in this writer, else None."""
+    def _metadata(self, tag: str, plugin: Any, text: str | None = None, **where: int | None) -> SummaryMetadata | None:
+        """The metadata of ``tag``'s first event in this writer (its plugin and description, see gan.tags), else
+        None: TensorBoard keeps the metadata of a tag's first event."""
         if tag in self._described:
             return None
         self._described.add(tag)
-        return SummaryMetadata(summary_description=describe(tag, every, count, text) or "")
+        return plugin.create_summary_metadata(display_name="", description=describe(tag, text=text, **where) or "")
+
+    def _add(self, tag: str, tensor: TensorProto, step: int, meta: SummaryMetadata | None) -> None:
+        value = Summary.Value(tag=tag, tensor=tensor)
+        if meta is not None:
+            value.metadata.CopyFrom(meta)
+        self.tb._get_file_writer().add_summary(Summary(value=[value]), step)
+
+    def _scalar(self, tag: str, number: float, step: int, meta: SummaryMetadata | None = None) -> None:
+        # The scalars plugin's tensor format (what TF2's tf.summary.scalar writes): TensorBoard's fast data server
+        # keeps a description only from this format, not from the legacy simple_value one.
+        self._add(tag, make_tensor_proto(np.float32(number)), step, meta)
 
     def scalars(
         self,
@@ -80,12 +102,8 @@ class RunWriter:
         row: dict[str, float] = {}
         for tag, value in values.items():
             number = float(value.detach().float().cpu()) if isinstance(value, torch.Tensor) else float(value)
-            meta = self._metadata(tag, (descriptions or {}).get(tag), every, count)
-            if meta is not None:
-                summary = Summary(value=[Summary.Value(tag=tag, simple_value=number, metadata=meta)])
-                self.tb._get_file_writer().add_summary(summary, step)
-            else:
-                self.tb.add_scalar(tag, number, step)
+            text = (descriptions or {}).get(tag)
+            self._scalar(tag, number, step, self._metadata(tag, scalar_plugin, text, every=every, count=count))
             if is_sparse(tag):
                 self._sparse[tag] = (step, number)
             self.step_values[tag] = number
@@ -96,23 +114,22 @@ class RunWriter:
         """Log every sparse tag's latest value again at ``step`` (TensorBoard only; see the class docstring)."""
         for tag, (last, number) in self._sparse.items():
             if last < step:
-                self.tb.add_scalar(tag, number, step)
+                self._scalar(tag, number, step, self._metadata(tag, scalar_plugin))
 
     def image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        """Log one (3, H, W) image with values in [0, 1]."""
-        summary = image_summary(tag, image.detach().float().cpu().clamp(0, 1), dataformats="CHW")
-        meta = self._metadata(tag, None, None, None)
-        if meta is not None:
-            summary.value[0].metadata.CopyFrom(meta)
-        self.tb._get_file_writer().add_summary(summary, step)
+        """Log one (3, H, W) image: uint8, or float with values in [0, 1]."""
+        image = image.detach().cpu()
+        if image.dtype != torch.uint8:
+            image = (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+        height, width = image.shape[1:]
+        tensor = make_tensor_proto([str(width).encode(), str(height).encode(), buffer.getvalue()], dtype=np.object_)
+        self._add(tag, tensor, step, self._metadata(tag, image_plugin))
 
     def text(self, tag: str, text: str, step: int) -> None:
         """Markdown text (TensorBoard's TEXT tab)."""
-        summary = text_summary(tag, text)
-        meta = self._metadata(tag, None, None, None)
-        if meta is not None:
-            summary.value[0].metadata.summary_description = meta.summary_description
-        self.tb._get_file_writer().add_summary(summary, step)
+        self._add(tag, make_tensor_proto(np.array(text, dtype=np.object_)), step, self._metadata(tag, text_plugin))
 
     def custom_scalars(self, layout: dict[str, dict[str, list[object]]]) -> None:
         """Group tags into charts in TensorBoard's Custom Scalars dashboard ({category: {title: [kind, tags]}})."""

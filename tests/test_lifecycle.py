@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan.checkpoint import load_checkpoint
 from gan.cli import train_main
+from tests.events import Events
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
@@ -81,9 +81,8 @@ def _jsonl_rows(run: Path) -> list[dict]:
 def _all_tags(run: Path) -> set[str]:
     tags = {k for row in _jsonl_rows(run) for k in row if k not in ("step", "time")}
     if any(run.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"]) | set(acc.Tags()["images"])
+        events = Events(run)
+        tags |= events.tags("scalars") | events.tags("images")
     return tags
 
 

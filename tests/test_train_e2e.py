@@ -11,19 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan.checkpoint import load_checkpoint
 from gan.cli import train_main
+from tests.events import Events
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def _tags(run_dir: Path) -> tuple[set[str], EventAccumulator]:
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return set(acc.Tags()["scalars"]) | set(acc.Tags()["images"]), acc
+def _tags(run_dir: Path) -> tuple[set[str], Events]:
+    acc = Events(run_dir)
+    return acc.tags("scalars") | acc.tags("images"), acc
 
 
 def test_train_logs_the_documented_tags(tiny_config, tmp_path):

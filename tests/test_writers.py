@@ -3,9 +3,9 @@
 import json
 
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gan.writers import RunWriter
+from tests.events import Events
 
 
 def test_scalars_and_images_reach_both_outputs(tmp_path):
@@ -15,8 +15,7 @@ def test_scalars_and_images_reach_both_outputs(tmp_path):
     writer.close()
     rows = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 3 and rows[0]["loss/D/adv"] == 1.5 and rows[0]["lr/G"] == 1e-4 and rows[0]["bad"] == "nan"
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
+    acc = Events(tmp_path)
     assert acc.Scalars("loss/D/adv")[0].value == 1.5
     image = acc.Images("images/translations")[0]
     assert (image.width, image.height, image.step) == (12, 8, 3)
@@ -30,8 +29,7 @@ def test_purge_step_drops_the_lost_tail(tmp_path):
     resumed = RunWriter(tmp_path, purge_step=4)
     resumed.scalars({"x": 40.0}, 4)
     resumed.close()
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
-    acc.Reload()
+    acc = Events(tmp_path)
     assert [(e.step, e.value) for e in acc.Scalars("x")] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
 
 
