@@ -333,3 +333,35 @@ def test_d_on_reals_and_fakes_as_one_batch_equals_two_forwards(tiny, overrides):
 )
 def test_d_is_called_per_batch_where_samples_or_forwards_interact(tiny, overrides):
     assert not _trainer(tiny, *overrides).merge_critic
+
+
+def test_training_clock_stands_still_while_hooks_run(tiny):
+    """The progress bar's clock: hook time (evaluations, checkpoints; here a hook that sleeps at step 0 and after
+    every step) is left out, so the bar's rate and ETA are those of the training steps alone."""
+    import time
+
+    from gan.hooks import Hook
+
+    class Slow(Hook):
+        every = 1
+
+        def __init__(self, seconds: float) -> None:
+            self.seconds, self.inside = seconds, []
+
+        def on_fit_start(self, trainer) -> None:
+            time.sleep(self.seconds)
+
+        def after_step(self, trainer) -> None:
+            before = trainer.training_clock()
+            time.sleep(self.seconds)
+            self.inside.append(trainer.training_clock() - before)  # 0: the clock stands still inside a hook phase
+
+    t = _trainer(tiny, "train.steps=3", "train.lr_decay_steps=0")
+    slow = Slow(0.3)
+    t.hooks = [slow]
+    clock0, wall0 = t.training_clock(), time.perf_counter()
+    t.fit()
+    trained, wall = t.training_clock() - clock0, time.perf_counter() - wall0
+    assert slow.inside == [0.0, 0.0, 0.0]
+    assert t.hook_seconds >= 4 * 0.3  # on_fit_start and three steps
+    assert trained == pytest.approx(wall - t.hook_seconds, abs=0.05) and trained < wall - 1.1
