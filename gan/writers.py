@@ -102,13 +102,16 @@ class RunWriter:
         row: dict[str, float] = {}
         for tag, value in values.items():
             number = float(value.detach().float().cpu()) if isinstance(value, torch.Tensor) else float(value)
+            if tag in self.step_values and _same(self.step_values[tag], number):
+                continue  # logged already at this step by another hook (sigma and lipschitz share sn_estimate)
             text = (descriptions or {}).get(tag)
             self._scalar(tag, number, step, self._metadata(tag, scalar_plugin, text, every=every, count=count))
             if is_sparse(tag):
                 self._sparse[tag] = (step, number)
             self.step_values[tag] = number
             row[tag] = number if math.isfinite(number) else str(number)
-        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **row}) + "\n")
+        if row:
+            self._jsonl.write(json.dumps({"step": step, "time": time.time(), **row}) + "\n")
 
     def repeat_sparse(self, step: int) -> None:
         """Log every sparse tag's latest value again at ``step`` (TensorBoard only; see the class docstring)."""
@@ -142,6 +145,10 @@ class RunWriter:
     def close(self) -> None:
         self.tb.close()
         self._jsonl.close()
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def purge_jsonl(path: Path, purge_step: int) -> int:

@@ -420,5 +420,5 @@ def test_fid_of_a_checkpoint_is_what_the_hook_logged_with_inception(hub_weights,
     described = {tag: acc.SummaryMetadata(tag).summary_description for tag in acc.Tags()["tensors"]}
     assert result["sample_sizes"] in described["eval/fid/mean"] and result["sample_sizes"] in described["eval/kid/mean"]
     assert "between 4 translations into palette and 4 real palette images" in described["eval/fid/palette"]
-    about = acc.Tensors("eval/about/text_summary")[0].tensor_proto.string_val[0].decode()
+    about = acc.Tensors("eval/about")[0].tensor_proto.string_val[0].decode()
     assert "4 translations vs 4 real images per target domain" in about and "published FIDs" in about

@@ -37,8 +37,8 @@ def test_a_single_run_writes_experiment_and_session_into_its_own_event_file(tiny
     cfg = load_run_config([tiny_config], ["hooks.fid.every=0"])
     train(cfg, tmp_path / "run", handle_signals=False)
     found, mux = _read(tmp_path)
-    assert list(found) == ["run/tb"]  # no extra sub-run folder (SummaryWriter.add_hparams would make one)
-    data = found["run/tb"]
+    assert list(found) == ["run"]  # no extra sub-run folder (SummaryWriter.add_hparams would make one)
+    data = found["run"]
     experiment = data[metadata.EXPERIMENT_TAG].experiment
     infos = {h.name: h for h in experiment.hparam_infos}
     assert infos["model.discriminator.spectral_norm.enabled"].type == api_pb2.DATA_TYPE_BOOL
@@ -51,10 +51,10 @@ def test_a_single_run_writes_experiment_and_session_into_its_own_event_file(tiny
     assert values["model.discriminator.spectral_norm.enabled"] is True  # a bool, not 1.0
     assert values["train.seed"] == 0.0 and values["loss.adversarial"] == "wgan"
     assert data[metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_SUCCESS
-    # Metrics are ordinary scalars of the same run; the config is TensorBoard text.
-    tags = mux.GetAccumulator("run/tb").Tags()
-    assert "best/eval/paired_l1" in tags["scalars"] and "stability/diverged" in tags["scalars"]
-    text = mux.GetAccumulator("run/tb").Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    # Metrics are ordinary scalars of the same run (the scalars plugin's tensors); the config is TensorBoard text.
+    tags = mux.GetAccumulator("run").Tags()
+    assert "best/eval/paired_l1" in tags["tensors"] and "stability/diverged" in tags["tensors"]
+    text = mux.GetAccumulator("run").Tensors("config")[0].tensor_proto.string_val[0].decode()
     assert yaml.safe_load("\n".join(line[4:] for line in text.splitlines()))["train"]["steps"] == 6
 
 
@@ -67,7 +67,7 @@ def test_a_diverged_run_ends_its_session_as_failure(tiny_config, tmp_path, monke
     with pytest.raises(DivergedError):
         train(load_run_config([tiny_config], ["hooks.fid.every=0"]), tmp_path / "run", handle_signals=False)
     found, _ = _read(tmp_path)
-    assert found["run/tb"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_FAILURE
+    assert found["run"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_FAILURE
 
 
 def test_a_study_writes_one_experiment_with_the_union_of_keys(tiny_config, tmp_path):
@@ -105,7 +105,7 @@ def test_a_study_writes_one_experiment_with_the_union_of_keys(tiny_config, tmp_p
     assert sorted(v.number_value for v in infos["train.seed"].domain_discrete.values) == [0.0, 1.0]
     sessions = {run: tags for run, tags in found.items() if run != "."}
     assert len(sessions) == 8
-    run = "adam=D+enabled=false/seed1/tb"
+    run = "adam=D+enabled=false/seed1"
     start = sessions[run][metadata.SESSION_START_INFO_TAG].session_start_info
     assert start.group_name == "adam=D+enabled=false"
     assert _values(start) == {"adam": "D", "model.discriminator.spectral_norm.enabled": False, "train.beta1": 0.9,
@@ -126,11 +126,11 @@ def test_a_resumed_run_shows_its_latest_session_only(tiny_config, tmp_path, monk
     with pytest.raises(DivergedError):
         train(cfg, tmp_path / "run", handle_signals=False)
     found, _ = _read(tmp_path)
-    assert found["run/tb"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_FAILURE
+    assert found["run"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_FAILURE
     monkeypatch.setattr(Trainer, "d_step", original)
     train(cfg, tmp_path / "run", "auto", handle_signals=False)  # resumes from the checkpoint at step 3
     found, _ = _read(tmp_path)
-    assert found["run/tb"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_SUCCESS
+    assert found["run"][metadata.SESSION_END_INFO_TAG].session_end_info.status == api_pb2.STATUS_SUCCESS
     assert len(list((tmp_path / "run").glob("events.out.tfevents.*.hparams"))) == 1
 
 
@@ -139,6 +139,6 @@ def test_single_runs_do_not_filter_each_other_out(tiny_config, tmp_path):
         train(load_run_config([tiny_config], ["hooks.fid.every=0", f"train.d_lr={lr}"]), tmp_path / name,
               handle_signals=False)  # fmt: skip
     found, _ = _read(tmp_path)
-    for run in ("a/tb", "b/tb"):
+    for run in ("a", "b"):
         infos = found[run][metadata.EXPERIMENT_TAG].experiment.hparam_infos
         assert infos and all(not h.HasField("domain_discrete") for h in infos)

@@ -82,7 +82,7 @@ class _Writer:
     def __init__(self):
         self.rows = []
 
-    def scalars(self, values, step):
+    def scalars(self, values, step, descriptions=None, every=None, count=None):
         self.rows.append((step, dict(values)))
 
 

@@ -12,11 +12,15 @@ from gan.trainer import StepBatchSampler
 
 
 class _NullWriter:
-    def __init__(self):
+    def __init__(self, run_dir=None):
         self.scalar_tags, self.images = set(), []
+        self.run_dir = run_dir  # where ImagesHook writes its PNGs
 
-    def scalars(self, values, step, descriptions=None):
+    def scalars(self, values, step, descriptions=None, every=None, count=None):
         self.scalar_tags |= set(values)
+
+    def repeat_sparse(self, step):
+        pass
 
     def image(self, tag, image, step):
         self.images.append((tag, tuple(image.shape)))
@@ -88,10 +92,10 @@ def test_batch_instance_gates_are_clamped_and_grouped(tiny):
     assert len(t.opt_G.param_groups) == 2 and t.opt_G.param_groups[1]["weight_decay"] == 0.0
 
 
-def test_logging_hooks_change_no_training_state(tiny):
+def test_logging_hooks_change_no_training_state(tiny, tmp_path):
     t = _trainer(tiny)
     t.train_step(next(iter(t.make_loader())))
-    writer = _NullWriter()
+    writer = _NullWriter(tmp_path)
     hooks = [ImagesHook(writer, 1, 2), PairedL1Hook(writer, 1, 4), SigmaHook(writer, 1),
              StabilityHook(writer, 1, 4, grad_norm_limit=1e6, stop=True)]  # fmt: skip
     buffers = {k: v.clone() for k, v in {**t.D.state_dict(), **t.G.state_dict()}.items()}
@@ -104,7 +108,11 @@ def test_logging_hooks_change_no_training_state(tiny):
     assert torch.equal(torch.get_rng_state(), rng)
     assert t.G.training and t.D.training
     assert {"eval/paired_l1", "sigma/D/conv1/sn_estimate", "stability/overfit/gap"} <= writer.scalar_tags
-    assert writer.images[-1] == ("images/translations", (3, 2 + 2 * 18, 2 + 4 * 18))
+    # 2 rows x (input + 3 domains) of 16 px tiles shown at 96 px, with names on top and at the left; also on disk
+    tag, (channels, height, width) = writer.images[-1]
+    assert tag == "images/translations" and channels == 3
+    assert 2 * 96 < height < 2 * 96 + 100 and 4 * 96 < width < 4 * 96 + 200
+    assert (tmp_path / "images" / "translations_last.png").is_file()
 
 
 @pytest.mark.parametrize("extractor", ["classifier", "inception"])
