@@ -554,7 +554,9 @@ def build_hooks(cfg: Config, writer: RunWriter, run_dir: Path, has_paired: bool)
     hooks.append(ScalarsHook(writer, h.scalars.every))
     sizes = lambda: fid.about["sample_sizes"] if fid.about else None  # noqa: E731 - read at each report
     hooks.append(ProgressHook(cfg.train.steps, h.scalars.every, cfg.train.progress, writer, sizes))
-    hooks.append(CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep, guard.check))
+    hooks.append(
+        CheckpointHook(run_dir / "checkpoints", h.checkpoint.every, h.checkpoint.keep, guard.check, writer.flush)
+    )
     return hooks
 
 

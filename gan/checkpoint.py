@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,23 @@ REQUIRED_KEYS = ("format", "step", "config", "G", "D", "opt_G", "opt_D", "sched_
 FORMAT = "spectral-gan/1"
 
 
+def check_integrity(path: Path, what: str = "checkpoint") -> None:
+    """A CheckpointError unless ``path`` is an intact zip archive, the format ``torch.save`` writes: every member's
+    CRC-32 is checked against its data. ``torch.load`` does not check them, so a flipped byte inside a tensor would
+    otherwise load silently as a changed weight."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        raise CheckpointError(f"{path}: not a {what} (not the zip archive torch.save writes)") from None
+    except (OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:  # truncated or unreadable
+        raise CheckpointError(f"{path}: damaged {what} ({reason(exc, 200)})") from None
+    if bad is not None:
+        raise CheckpointError(
+            f"{path}: damaged {what}: member {bad} fails its CRC-32 check (changed or corrupted after it was written)"
+        )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; a missing, corrupt or foreign file is a CheckpointError."""
     return load_marked(Path(path), FORMAT, REQUIRED_KEYS, "checkpoint", "spectral-gan checkpoint", map_location)
@@ -86,8 +104,11 @@ def load_marked(
 ) -> dict[str, Any]:
     """A dict saved with a ``format`` marker, read with ``weights_only=True``; every problem (missing, unreadable,
     foreign, incomplete) is a one-line CheckpointError naming the file. ``not_found`` says how to make one."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a {what} file")
     if not path.is_file():
         raise CheckpointError(f"{path}: {what} not found{'; ' + not_found if not_found else ''}")
+    check_integrity(path, what)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt, foreign or unsafe (pickled object) files

@@ -677,8 +677,16 @@ class CheckpointHook(Hook):
 
     saves_run = True
 
-    def __init__(self, directory: Path, every: int, keep: int, guard: Callable[[Trainer], None] = check_finite) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        every: int,
+        keep: int,
+        guard: Callable[[Trainer], None] = check_finite,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
         self.directory, self.every, self.keep, self.guard = Path(directory), every, keep, guard
+        self.flush = flush  # the writer's flush: what was logged up to a checkpoint is on disk before it
         self.saved_step: int | None = None
         self._saved_hooks: Any = None
         self._end_state_saved = False  # on_fit_end found the state worth keeping (not torn, not diverged)
@@ -713,6 +721,10 @@ class CheckpointHook(Hook):
         if (self.saved_step == trainer.step and not again) or trainer.step == 0:
             return
         self.guard(trainer)  # the NaN guard's checks (non-finite loss, critic gap) before anything is written
+        if self.flush is not None:
+            # scalars.jsonl and the events up to this step reach the OS first: after a kill -9 a resume from this
+            # checkpoint finds every row it covers (the rows after it are purged on resume).
+            self.flush()
         state = {"format": FORMAT, **trainer.state_dict()}
         path = save_checkpoint(state, self.directory, trainer.step, self.keep)
         self.saved_step, self._saved_hooks = trainer.step, state["hooks"]

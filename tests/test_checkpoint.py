@@ -51,8 +51,8 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         ck.load_checkpoint(tmp_path / "missing.pt")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match="corrupt.pt: not a readable checkpoint"):
-        ck.load_checkpoint(corrupt)
+    with pytest.raises(CheckpointError, match=r"corrupt.pt: not a checkpoint \(not the zip archive torch.save"):
+        ck.load_checkpoint(corrupt)  # one line of ours, not torch's advice about weights_only
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(CheckpointError, match="not a spectral-gan checkpoint"):
@@ -74,3 +74,33 @@ def test_pickled_objects_are_refused(tmp_path):
         torch.save({"format": ck.FORMAT, "payload": _Evil()}, f, pickle_module=pickle)
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         ck.load_checkpoint(path)
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_the_tensor_data_is_detected(tmp_path):
+    """torch.load does not check the zip members' CRCs: one flipped bit of a weight would load as a changed model."""
+    state = _state(3)
+    state["G"] = {"w": torch.arange(100_000, dtype=torch.float32)}  # 400 kB: the file's middle lies in its data
+    path = tmp_path / "last.pt"
+    ck.atomic_save(state, path)
+    assert ck.load_checkpoint(path)["step"] == 3
+    _flip(path, path.stat().st_size // 2)
+    assert not torch.equal(torch.load(path, weights_only=True)["G"]["w"], state["G"]["w"])  # torch alone: silent
+    with pytest.raises(CheckpointError, match=r"last.pt: damaged checkpoint: member .*/data/\d+ fails its CRC-32"):
+        ck.load_checkpoint(path)
+
+
+def test_truncated_and_folder_checkpoints_are_named_as_such(tmp_path):
+    path = tmp_path / "step_00000003.pt"
+    ck.atomic_save(_state(3), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="step_00000003.pt: (not a checkpoint|damaged checkpoint)"):
+        ck.load_checkpoint(path)
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(CheckpointError, match="folder.pt: is a folder, not a checkpoint file"):
+        ck.load_checkpoint(tmp_path / "folder.pt")

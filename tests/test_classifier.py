@@ -236,7 +236,7 @@ def _write_bad(path, kind):
     "kind, expected",
     [
         ("missing", "not found; train one with `python evaluate.py train-classifier --checkpoint"),
-        ("garbage", "not a readable classifier file"),
+        ("garbage", "not a classifier file (not the zip archive torch.save writes)"),
         ("pickled object", "not a readable classifier file"),
         ("foreign", "not a spectral-gan domain classifier"),
         ("missing keys", "missing state_dict, domains"),

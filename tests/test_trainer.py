@@ -373,3 +373,31 @@ def test_training_clock_stands_still_while_hooks_run(tiny):
     assert slow.inside == [0.0, 0.0, 0.0]
     assert t.hook_seconds >= 4 * 0.3  # on_fit_start and three steps
     assert trained == pytest.approx(wall - t.hook_seconds, abs=0.05) and trained < wall - 1.1
+
+
+def test_scalars_reach_the_disk_before_each_checkpoint(tiny, tmp_path, monkeypatch):
+    """After a kill -9 a resume continues from the newest checkpoint: every scalars.jsonl row up to its step must be
+    on disk by then (the writer's buffer is flushed before each checkpoint is written)."""
+    import json
+
+    from gan import hooks as hooks_module
+    from gan.hooks import CheckpointHook, ScalarsHook
+    from gan.writers import RunWriter
+
+    writer = RunWriter(tmp_path)
+    seen = []
+    real_save = hooks_module.save_checkpoint
+
+    def spy(state, directory, step, keep):
+        rows = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
+        seen.append((step, max((r["step"] for r in rows), default=None)))
+        return real_save(state, directory, step, keep)
+
+    monkeypatch.setattr(hooks_module, "save_checkpoint", spy)
+    t = _trainer(tiny, "train.steps=3", "train.lr_decay_steps=0")
+    t.hooks = [ScalarsHook(writer, 1), CheckpointHook(tmp_path / "checkpoints", 1, 5, flush=writer.flush)]
+    try:
+        t.fit()
+    finally:
+        writer.close()
+    assert seen == [(1, 1), (2, 2), (3, 3)]
