@@ -23,6 +23,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock
     fcntl = None  # type: ignore[assignment]
 
+from gan.checkpoint import state_dict_mismatch
 from gan.config import (
     Config,
     DataConfig,
@@ -243,8 +244,14 @@ def config_of_state(state: dict[str, Any], where: str) -> Config:
 def generator_from_state(state: dict[str, Any], where: str, ema: bool = True) -> tuple[nn.Module, Config]:
     """The generator stored in a checkpoint's state (its EMA copy if present and ``ema``), on the CPU."""
     cfg = config_of_state(state, where)
+    if not state.get("domains"):
+        raise CheckpointError(f"{where}: malformed checkpoint: no domains")
     G = build_generator(cfg.model.generator, len(state["domains"]))
-    G.load_state_dict(state["G_ema"] if ema and state.get("G_ema") is not None else state["G"])
+    key = "G_ema" if ema and state.get("G_ema") is not None else "G"
+    problem = state_dict_mismatch(G.state_dict(), state[key])
+    if problem is not None:
+        raise CheckpointError(f"{where}: {key} does not fit the generator its config describes ({problem})")
+    G.load_state_dict(state[key])
     return G, cfg
 
 

@@ -89,8 +89,53 @@ def check_integrity(path: Path, what: str = "checkpoint") -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``; a missing, corrupt or foreign file is a CheckpointError."""
-    return load_marked(Path(path), FORMAT, REQUIRED_KEYS, "checkpoint", "spectral-gan checkpoint", map_location)
+    """Load a checkpoint with ``weights_only=True``; a missing, corrupt, foreign or malformed file (a field of the
+    wrong type, a network state that is not a mapping of tensors) is a CheckpointError."""
+    state = load_marked(Path(path), FORMAT, REQUIRED_KEYS, "checkpoint", "spectral-gan checkpoint", map_location)
+    check_structure(Path(path), state)
+    return state
+
+
+def state_dict_mismatch(expected: dict[str, Any], stored: dict[str, Any]) -> str | None:
+    """How a stored state dict fails to fit a model's (``expected``): missing and unexpected names, or the first
+    tensor of another shape; None when it fits."""
+    missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+    if missing or unexpected:
+        return f"{len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]}"
+    for key, tensor in expected.items():
+        if not torch.is_tensor(stored[key]) or stored[key].shape != tensor.shape:
+            shape = tuple(stored[key].shape) if torch.is_tensor(stored[key]) else type(stored[key]).__name__
+            return f"{key}: {shape} in the file, {tuple(tensor.shape)} expected"
+    return None
+
+
+_MAPPINGS = ("config", "opt_G", "opt_D", "sched_G", "sched_D", "rng", "hooks")
+
+
+def check_structure(path: Path, state: dict[str, Any]) -> None:
+    """The types every reader of a checkpoint relies on; a CheckpointError naming the field otherwise. (Whether the
+    tensors fit the model is checked where the model is built.)"""
+
+    def bad(field: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: malformed checkpoint: {field} {problem}")
+
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise bad("step", f"must be a non-negative integer, not {step!r:.40}")
+    for key in _MAPPINGS:
+        if not isinstance(state[key], dict):
+            raise bad(key, f"must be a mapping, not {type(state[key]).__name__}")
+    domains = state.get("domains")
+    if domains is not None and (
+        not isinstance(domains, (list, tuple)) or not domains or not all(isinstance(d, str) for d in domains)
+    ):
+        raise bad("domains", "must be a non-empty list of names")
+    for key in ("G", "D", "G_ema"):
+        net = state.get(key)
+        if key == "G_ema" and net is None:
+            continue
+        if not isinstance(net, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in net.items()):
+            raise bad(key, "must be a state dict (names to tensors)")
 
 
 def load_marked(

@@ -104,3 +104,31 @@ def test_truncated_and_folder_checkpoints_are_named_as_such(tmp_path):
     (tmp_path / "folder.pt").mkdir()
     with pytest.raises(CheckpointError, match="folder.pt: is a folder, not a checkpoint file"):
         ck.load_checkpoint(tmp_path / "folder.pt")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"step": "abc"}, "step must be a non-negative integer"),
+        ({"step": -1}, "step must be a non-negative integer"),
+        ({"step": True}, "step must be a non-negative integer"),
+        ({"config": [1, 2]}, "config must be a mapping, not list"),
+        ({"hooks": None}, "hooks must be a mapping, not NoneType"),
+        ({"rng": "x"}, "rng must be a mapping"),
+        ({"domains": None}, None),  # absent domains are allowed here (older files); readers that need them check
+        ({"domains": []}, "domains must be a non-empty list of names"),
+        ({"domains": [1, 2]}, "domains must be a non-empty list of names"),
+        ({"G": {"w": 3}}, "G must be a state dict"),
+        ({"D": [torch.zeros(1)]}, "D must be a state dict"),
+        ({"G_ema": {"w": "x"}}, "G_ema must be a state dict"),
+    ],
+)
+def test_malformed_fields_are_named(tmp_path, change, message):
+    state = {**_state(3), "domains": ["a", "b"], **change}
+    path = tmp_path / "last.pt"
+    torch.save(state, path)
+    if message is None:
+        assert ck.load_checkpoint(path)["step"] == 3
+        return
+    with pytest.raises(CheckpointError, match=f"last.pt: malformed checkpoint: {message}"):
+        ck.load_checkpoint(path)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from gan.cli import evaluate_main, train_main
@@ -422,3 +423,36 @@ def test_fid_of_a_checkpoint_is_what_the_hook_logged_with_inception(hub_weights,
     assert "between 4 translations into palette and 4 real palette images" in described["eval/fid/palette"]
     about = acc.Tensors("eval/about")[0].tensor_proto.string_val[0].decode()
     assert "4 translations vs 4 real images per target domain" in about and "published FIDs" in about
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ("missing", "G does not fit the generator its config describes (1 missing, 0 unexpected tensors, e.g. "),
+        ("extra", "G does not fit the generator its config describes (0 missing, 1 unexpected tensors, e.g. extra"),
+        ("shape", ": (1, 1, 1, 1) in the file, ("),
+        ("flipped byte", "fails its CRC-32 check"),
+    ],
+)
+def test_a_damaged_generator_is_one_line(checkpoint, tmp_path, capsys, change, needle):
+    """paired-l1 (and translate, fid --checkpoint) load G through one path: a state that does not fit the model, or a
+    changed byte, is one line and exit 2, never a traceback or a silently changed model."""
+    state = torch.load(checkpoint, weights_only=True)
+    state.pop("G_ema", None)
+    name = next(k for k, v in state["G"].items() if v.dim() == 4)  # a conv weight
+    if change == "missing":
+        del state["G"][name]
+    elif change == "extra":
+        state["G"]["extra.weight"] = torch.zeros(1)
+    elif change == "shape":
+        state["G"][name] = torch.zeros(1, 1, 1, 1)
+    bad = tmp_path / "run" / "checkpoints" / "last.pt"
+    bad.parent.mkdir(parents=True)
+    torch.save(state, bad)
+    if change == "flipped byte":
+        data = bytearray(bad.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        bad.write_bytes(bytes(data))
+    assert evaluate_main(["paired-l1", "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "last.pt" in err and needle in err, err

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from gan.checkpoint import atomic_save, load_marked
+from gan.checkpoint import atomic_save, load_marked, state_dict_mismatch
 from gan.data.base import DataBundle
 from gan.errors import CheckpointError
 from gan.interrupt import check_stop
@@ -293,19 +293,9 @@ def _build(path: Path, payload: dict[str, Any]) -> DomainClassifier:
     stored, expected = payload["state_dict"], model.state_dict()
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: state_dict is a {type(stored).__name__}, not a dict of tensors")
-    missing, unexpected = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not match the stored architecture ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected tensors, e.g. {(missing or unexpected)[0]})"
-        )
-    for key, tensor in expected.items():
-        if not isinstance(stored[key], Tensor) or stored[key].shape != tensor.shape:
-            shape = tuple(stored[key].shape) if isinstance(stored[key], Tensor) else type(stored[key]).__name__
-            raise CheckpointError(
-                f"{path}: weights do not match the stored architecture ({key}: {shape} in the "
-                f"file, {tuple(tensor.shape)} expected)"
-            )
+    problem = state_dict_mismatch(expected, stored)
+    if problem is not None:
+        raise CheckpointError(f"{path}: weights do not match the stored architecture ({problem})")
     model.load_state_dict(stored)
     return model
 
