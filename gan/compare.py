@@ -28,9 +28,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display; before pyplot is imported
 
 import matplotlib.pyplot as plt  # noqa: E402
-import yaml  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from gan.config import read_yaml  # noqa: E402
 from gan.errors import UserError  # noqa: E402
 from gan.sweep import short_names  # noqa: E402
 from gan.writers import read_scalars  # noqa: E402
@@ -91,11 +91,9 @@ def read_run(path: Path) -> Run:
     """A run folder; a missing or unreadable config.yaml is a UserError naming the file."""
     config_file = path / "config.yaml"
     try:
-        config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise UserError(f"{config_file}: cannot read the run's config ({type(exc).__name__})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{config_file}: not a run config (expected a mapping)")
+        config = read_yaml(config_file)  # the config reader's limits and checks (size, depth, aliases, keys)
+    except UserError as exc:
+        raise UserError(f"cannot read the run's config: {exc}") from None
     try:
         status = json.loads((path / "status.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -296,19 +296,121 @@ class Config:
 
 
 # -------------------------------------------------------------------------------------------------------- loading
+# Limits on every YAML text we read (config files, sweep files, ``--set`` values), far above any real config; they
+# keep a hostile or mistaken file (a checkpoint given as --config, an alias bomb) to a one-line error.
+MAX_YAML_BYTES = 1 << 20  # 1 MiB; configs/ files are a few KiB
+MAX_YAML_DEPTH = 32  # nested mappings/lists; base.yaml is 4 deep
+MAX_YAML_ALIAS_NODES = 10_000  # nodes reached through aliases (*name), counted expanded: stops "billion laughs"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A YAML text breaks one of our limits or repeats a key; the message is one line, without the source."""
+
+
 class _SafeLoader(yaml.SafeLoader):
-    """safe_load's loader; kept as a name so the intent is visible where files are read."""
+    """safe_load's loader, plus the limits above and duplicate keys checked while nodes are composed.
+
+    An alias is composed as a reference to its anchor's node, so an alias bomb is tiny as nodes; what explodes is
+    everything that walks the result afterwards. Each node's expanded size is therefore tracked during composition
+    (before construction), and an alias adds its anchor's expanded size to a budget.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded = 0  # nodes so far, aliases counted as the nodes they stand for
+        self._alias_nodes = 0
+        self._sizes: dict[int, int] = {}  # id(anchored node) -> its expanded size, once composed
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            return self._compose_alias(parent, index)
+        event = self.peek_event()
+        nested = isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent))
+        if nested and self._depth >= MAX_YAML_DEPTH:  # checked before PyYAML recurses into the collection
+            line = event.start_mark.line + 1
+            raise YamlLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels (MAX_YAML_DEPTH) at line {line}")
+        self._depth += nested
+        before = self._expanded
+        self._expanded += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= nested
+        if event.anchor is not None:  # an alias of this node will count this many nodes
+            self._sizes[id(node)] = self._expanded - before
+        if isinstance(node, yaml.MappingNode):
+            _check_duplicate_keys(node)
+        return node
+
+    def _compose_alias(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        target = self.anchors.get(event.anchor)
+        if target is not None:  # an unknown anchor is PyYAML's own error
+            size = self._sizes.get(id(target))
+            if size is None:
+                raise YamlLimitError(f"alias *{event.anchor} at line {event.start_mark.line + 1} refers to itself")
+            self._expanded += size
+            self._alias_nodes += size
+            if self._alias_nodes > MAX_YAML_ALIAS_NODES:
+                raise YamlLimitError(
+                    f"aliases expand to more than {MAX_YAML_ALIAS_NODES} nodes (MAX_YAML_ALIAS_NODES) "
+                    f"at line {event.start_mark.line + 1}; alias bombs are refused"
+                )
+        return super().compose_node(parent, index)
+
+
+def _check_duplicate_keys(node: yaml.MappingNode) -> None:
+    """Refuse a key written twice in one mapping (PyYAML keeps the last one silently). Keys brought in by a merge
+    key (``<<: *base``) may be overridden, as YAML intends; only the mapping's own scalar keys are compared."""
+    seen: dict[tuple[str, str], yaml.Node] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+            continue
+        first = seen.setdefault((key_node.tag, key_node.value), key_node)
+        if first is not key_node:
+            lines = f"lines {first.start_mark.line + 1} and {key_node.start_mark.line + 1}"
+            raise YamlLimitError(f"duplicate key {key_node.value!r} ({lines})")
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` of ``text`` under the limits above (YamlLimitError, or PyYAML's own YAMLError)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise YamlLimitError(f"longer than {MAX_YAML_BYTES} bytes (MAX_YAML_BYTES)")
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: UTF-8 under MAX_YAML_BYTES, else a ConfigError saying what the file looks like."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_YAML_BYTES + 1)  # never more, even from a device or a pipe
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes (MAX_YAML_BYTES); is it a config file?")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: is UTF-16 text; save it as UTF-8")
+    if b"\x00" in raw:
+        raise ConfigError(f"{path}: not a text file (it contains NUL bytes); expected a YAML config")
+    try:
+        return raw.decode("utf-8-sig")  # a UTF-8 byte order mark (as some Windows editors write) is accepted
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} at offset {exc.start}); expected a YAML config"
+        ) from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; every failure is a ConfigError naming the file."""
+    """Read a YAML mapping like ``yaml.safe_load``, under the MAX_YAML_* limits and refusing duplicate keys; every
+    failure is a one-line ConfigError naming the file."""
     path = Path(path)
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror or exc})") from None
-    try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _parse_yaml(text)
+    except YamlLimitError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()
         mark = getattr(exc, "problem_mark", None)
@@ -439,7 +541,9 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if len(parts) < 2 or not all(parts):
         raise ConfigError(f"--set {text}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _parse_yaml(raw) if raw.strip() else ""
+    except YamlLimitError as exc:  # a duplicate key or an alias bomb is an error, not a string
+        raise ConfigError(f"--set {text}: {exc}") from None
     except yaml.YAMLError:
         value = raw
     return parts, value

@@ -1,14 +1,27 @@
 """Strict, typed config loading: defaults, base.yaml, overrides and every kind of bad input."""
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from gan.build import load_run_config
-from gan.config import Config, config_to_dict, dump_config, load_config, read_yaml
+from gan.cli import train_main
+from gan.config import (
+    MAX_YAML_ALIAS_NODES,
+    MAX_YAML_BYTES,
+    MAX_YAML_DEPTH,
+    Config,
+    config_to_dict,
+    dump_config,
+    load_config,
+    read_yaml,
+)
 from gan.errors import ConfigError
+from gan.sweep import load_sweep
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -124,3 +137,156 @@ def test_read_yaml_uses_safe_loading(tmp_path):
     with pytest.raises(ConfigError):
         read_yaml(path)
     assert yaml.safe_load("a: 1") == {"a": 1}
+
+
+# ------------------------------------------------------------------ hostile files: limits, encodings, duplicates
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """'Billion laughs': each level is a mapping of ``width`` aliases of the level below (``width**levels`` leaves)."""
+    lines = ["l0: &l0 " + "[" + ",".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(width)) + "}")
+    return "\n".join(lines) + "\n"
+
+
+def _read_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        read_yaml(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert "\n" not in message
+    return message
+
+
+def test_alias_bomb_fails_fast_naming_the_limit(tmp_path):
+    text = _alias_bomb()
+    assert len(text) < 1000  # a small file that expands to 9**9 leaves
+    start = time.perf_counter()
+    message = _read_error(_write(tmp_path, text))
+    assert time.perf_counter() - start < 2
+    assert f"more than {MAX_YAML_ALIAS_NODES} nodes (MAX_YAML_ALIAS_NODES)" in message
+
+
+def test_a_few_aliases_are_still_allowed(tmp_path):
+    data = read_yaml(_write(tmp_path, _alias_bomb(levels=3, width=3)))
+    assert data["l2"]["k0"] == {"k0": ["lol"] * 3, "k1": ["lol"] * 3, "k2": ["lol"] * 3}
+    merged = read_yaml(_write(tmp_path, "a: &a {x: 1, y: 2}\nb:\n  <<: *a\n  x: 3\n"))  # a merge key may override
+    assert merged["b"] == {"x": 3, "y": 2}
+
+
+def test_self_referencing_alias_is_refused(tmp_path):
+    assert "refers to itself" in _read_error(_write(tmp_path, "a: &a {b: *a}\n"))
+
+
+@pytest.mark.parametrize("text", ["a: " + "[" * 5000 + "]" * 5000 + "\n", "a: " + "{b: " * 40 + "1" + "}" * 40])
+def test_deep_nesting_is_refused(tmp_path, text):
+    message = _read_error(_write(tmp_path, text))
+    assert f"nested deeper than {MAX_YAML_DEPTH} levels (MAX_YAML_DEPTH)" in message
+
+
+def test_nesting_up_to_the_limit_loads_and_one_more_level_does_not(tmp_path):
+    lists = MAX_YAML_DEPTH - 1  # the top-level mapping is the first level
+    data = read_yaml(_write(tmp_path, "a: " + "[" * lists + "1" + "]" * lists + "\n"))["a"]
+    for _ in range(lists - 1):
+        data = data[0]
+    assert data == [1]
+    too_deep = _write(tmp_path, "a: " + "[" * (lists + 1) + "1" + "]" * (lists + 1) + "\n")
+    assert "MAX_YAML_DEPTH" in _read_error(too_deep)
+
+
+def test_file_over_the_size_limit_is_refused(tmp_path):
+    path = _write(tmp_path, "# " + "x" * MAX_YAML_BYTES + "\n")
+    assert f"larger than {MAX_YAML_BYTES} bytes (MAX_YAML_BYTES)" in _read_error(path)
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ("train:\n  steps: caf\xe9\n".encode("latin-1"), "not a UTF-8 text file (byte 0xe9 at offset 19)"),
+        ("train:\n  steps: 3\n".encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+        ("train:\n  steps: 3\n".encode("utf-16-le"), "not a text file (it contains NUL bytes)"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10", "not a text file"),
+        (b"\xff\xd8\xff\xe0 JFIF", "not a UTF-8 text file (byte 0xff at offset 0)"),
+    ],
+)
+def test_files_that_are_not_utf8_text_are_refused(tmp_path, data, needle):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(data)
+    assert needle in _read_error(path)
+
+
+def test_torch_checkpoint_as_config_is_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"G": torch.zeros(4), "step": 3}, path)
+    assert "not a text file" in _read_error(path)
+
+
+def test_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbftrain:\n  steps: 7\n")
+    assert load_config([path]).train.steps == 7
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("train:\n  steps: 3\nmodel: {}\ntrain:\n  batch_size: 4\n", "duplicate key 'train' (lines 1 and 4)"),
+        ("train:\n  steps: 3\n  g_lr: 1e-4\n  steps: 4\n", "duplicate key 'steps' (lines 2 and 4)"),
+        ("model:\n  generator:\n    norm_options: {affine: 1, affine: 0}\n", "duplicate key 'affine' (lines 3 and 3)"),
+    ],
+)
+def test_duplicate_keys_are_refused(tmp_path, text, needle):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config([path])
+    assert str(info.value) == f"{path}: {needle}"
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("model.generator.norm_options={affine: true, affine: false}", "duplicate key 'affine'"),
+        ("model.generator.norm_options=" + _alias_bomb().replace("\n", ", ").join("{}"), "MAX_YAML_ALIAS_NODES"),
+        ("model.generator.norm_options={a: &a [1, 1], b: [*a, *a]}", "has no option 'a'"),  # small aliases: fine
+    ],
+)
+def test_override_with_duplicate_key_or_alias_bomb(override, needle):
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        load_config([], [override])
+    assert time.perf_counter() - start < 2
+    assert str(info.value).startswith(f"--set {override}: ")
+    assert needle in str(info.value)
+
+
+def test_sweep_file_goes_through_the_same_limits(tmp_path):
+    path = _write(tmp_path, "name: s\nname: t\n", "sweep.yaml")
+    with pytest.raises(ConfigError, match=r"duplicate key 'name' \(lines 1 and 2\)"):
+        load_sweep(path, tmp_path / "study")
+
+
+@pytest.mark.parametrize("kind", ["bomb", "binary", "duplicate"])
+def test_cli_reports_hostile_config_in_one_line(tmp_path, capsys, kind):
+    path = tmp_path / "c.yaml"
+    if kind == "bomb":
+        path.write_text(_alias_bomb())
+    elif kind == "binary":
+        torch.save({"G": torch.zeros(4)}, path)
+    else:
+        path.write_text("train:\n  steps: 3\ntrain:\n  steps: 4\n")
+    run_dir = tmp_path / "run"
+    start = time.perf_counter()
+    assert train_main(["--config", str(path), "--run-dir", str(run_dir)]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"error: {path}: ")
+    assert not run_dir.exists()
+
+
+def test_every_shipped_yaml_loads_through_the_hardened_reader():
+    files = sorted(CONFIGS.rglob("*.yaml"))
+    assert len(files) >= 10 and any("sweeps" in f.parts for f in files) and any("ablations" in f.parts for f in files)
+    for path in files:
+        assert isinstance(read_yaml(path), dict), path
+        if "sweeps" not in path.parts:
+            load_config([path])
