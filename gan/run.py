@@ -27,6 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.utils import save_image
+
+try:
+    import fcntl  # the run folder's lock (POSIX)
+except ImportError:  # pragma: no cover - Windows: no lock
+    fcntl = None  # type: ignore[assignment]
 from tqdm.auto import tqdm
 
 from gan import distributed
@@ -343,6 +348,45 @@ def _run_log(run_dir: Path) -> Iterator[None]:
         handler.close()
 
 
+class _RunFolderLock:
+    """An open ``<run>/.lock`` holding an exclusive POSIX lock; ``with`` releases it (closing the file)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _hold_run_folder(run_dir: Path) -> _RunFolderLock:
+    """Refuse a second live training in ``run_dir``: an exclusive, non-blocking lock on ``<run>/.lock`` (with the
+    holder's pid in it), held until the training ends. The OS drops it when its process dies, so a kill -9 leaves
+    no stale lock. Without fcntl (Windows) there is no lock."""
+    if fcntl is None:
+        return _RunFolderLock(None)
+    handle = open(run_dir / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 - closed by _RunFolderLock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip()
+        handle.close()
+        holder = f" (pid {owner})" if owner.isdigit() else ""
+        raise UserError(
+            f"{run_dir}: another training is running in this run folder{holder}; wait for it to end or give "
+            "another --run-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return _RunFolderLock(handle)
+
+
 def tensorboard_command(logdir: Path) -> str:
     """A command that starts TensorBoard on ``logdir`` in this installation: the ``tensorboard`` script beside this
     Python (``.venv/bin/tensorboard`` after the README's set-up, which does not put it on the PATH), relative to the
@@ -421,7 +465,14 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     started: list[bool] = []  # set once fit() begins: from then on the folder holds the run's results
     try:
-        result = _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals, started)
+        lock = _hold_run_folder(run_dir)  # before anything is written: a live training's folder is not touched
+    except BaseException:
+        if new_folder is not None:
+            shutil.rmtree(new_folder, ignore_errors=True)
+        raise
+    try:
+        with lock:
+            result = _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals, started)
     except BaseException as exc:
         if new_folder is not None and not started:
             shutil.rmtree(new_folder, ignore_errors=True)  # a failed start leaves nothing behind

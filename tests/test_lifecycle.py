@@ -341,3 +341,22 @@ def test_a_hook_failing_at_the_end_does_not_skip_the_final_checkpoint(tiny_confi
     last = run / "checkpoints" / "last.pt"
     assert last.is_file()
     assert load_checkpoint(last)["step"] == 5
+
+
+def test_a_second_live_training_in_the_same_run_folder_is_refused(tiny_config, tmp_path, capsys):
+    """A run folder is locked while a training runs in it (here: held by this test, as another process would):
+    a second training there gets one line and exit 2 and writes nothing; once the lock is gone it trains."""
+    import fcntl
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "a+") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        holder.write("4242\n")
+        holder.flush()
+        assert train_main(["--config", str(tiny_config), "--run-dir", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "another training is running in this run folder (pid 4242)" in err
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # no config.yaml, log, events or status.json
+    assert train_main(["--config", str(tiny_config), "--run-dir", str(run)]) == 0  # the lock died with its holder
+    assert (run / "checkpoints" / "last.pt").is_file()
