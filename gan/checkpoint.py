@@ -60,11 +60,39 @@ def step_checkpoints(directory: Path) -> list[Path]:
 
 
 def latest(directory: Path) -> Path | None:
-    """``last.pt`` if present, else the newest step checkpoint, else None."""
-    if (directory / LAST).is_file():
-        return directory / LAST
+    """The newest checkpoint: ``last.pt``, unless a step checkpoint of a later step exists (a process killed while
+    writing ``last.pt`` leaves the previous one there, but ``step_<N>.pt``, written first, complete), else the
+    newest step checkpoint, else None. Both are written atomically, so either is complete."""
     steps = step_checkpoints(directory)
-    return steps[-1] if steps else None
+    last = directory / LAST
+    if not last.is_file():
+        return steps[-1] if steps else None
+    if steps:
+        newest = int(_STEP_RE.match(steps[-1].name).group(1))
+        if (_step_of(last) or -1) < newest:
+            return steps[-1]
+    return last
+
+
+def _step_of(path: Path) -> int | None:
+    """The ``step`` of a checkpoint file, read without loading its tensors into memory; None if unreadable."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - any unreadable file: the caller falls back to the step files
+        return None
+    step = state.get("step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def remove_stale_temporaries(directory: Path) -> int:
+    """Delete the ``.<name>.*.tmp`` files that a process killed during :func:`atomic_save` left in ``directory``
+    (as large as a checkpoint). Call it only while holding the run folder's lock: then no live writer owns them."""
+    removed = 0
+    if directory.is_dir():
+        for path in directory.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 REQUIRED_KEYS = ("format", "step", "config", "G", "D", "opt_G", "opt_D", "sched_G", "sched_D", "rng", "hooks")

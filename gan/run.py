@@ -53,7 +53,7 @@ from gan.build import (
     run_hparams,
     with_metric_options,
 )
-from gan.checkpoint import LAST, latest, load_checkpoint, step_checkpoints
+from gan.checkpoint import LAST, latest, load_checkpoint, remove_stale_temporaries, step_checkpoints
 from gan.config import DEFAULT_CONFIG, Config, config_to_dict, dump_config, lr_schedule_problem
 from gan.data import (
     IMAGE_SUFFIXES,
@@ -472,6 +472,8 @@ def train(
         raise
     try:
         with lock:
+            for folder in (run_dir / "checkpoints", run_dir / "images"):  # only trainings write there
+                remove_stale_temporaries(folder)  # a killed writer's leftovers, as large as a checkpoint
             result = _train_in(cfg, run_dir, trainer, state, path, data, say, handle_signals, started)
     except BaseException as exc:
         if new_folder is not None and not started:

@@ -132,3 +132,22 @@ def test_malformed_fields_are_named(tmp_path, change, message):
         return
     with pytest.raises(CheckpointError, match=f"last.pt: malformed checkpoint: {message}"):
         ck.load_checkpoint(path)
+
+
+def test_latest_prefers_a_newer_step_file_over_a_stale_last_pt(tmp_path):
+    """A kill during the write of last.pt (after step_N.pt was written) leaves last.pt at the previous step: resume
+    must take the complete, newer step file."""
+    ck.save_checkpoint(_state(3), tmp_path, 3, keep=5)
+    ck.atomic_save(_state(6), ck.step_path(tmp_path, 6))  # step_6 written; the process died before last.pt
+    assert ck.latest(tmp_path).name == "step_00000006.pt"
+    ck.atomic_save(_state(6), tmp_path / "last.pt")
+    assert ck.latest(tmp_path).name == "last.pt"  # equal steps: last.pt, as before
+    (tmp_path / "last.pt").write_bytes(b"torn")  # unreadable last.pt: the newest step file
+    assert ck.latest(tmp_path).name == "step_00000006.pt"
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    ck.save_checkpoint(_state(1), tmp_path, 1, keep=2)
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"x" * 100)
+    assert ck.remove_stale_temporaries(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_00000001.pt"]

@@ -360,3 +360,20 @@ def test_a_second_live_training_in_the_same_run_folder_is_refused(tiny_config, t
         assert sorted(p.name for p in run.iterdir()) == [".lock"]  # no config.yaml, log, events or status.json
     assert train_main(["--config", str(tiny_config), "--run-dir", str(run)]) == 0  # the lock died with its holder
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_resume_after_a_kill_during_last_pt_takes_the_newest_step_file(tiny_config, tmp_path, capsys):
+    """A kill while last.pt was written leaves last.pt at the previous checkpoint and a temporary file as large as a
+    checkpoint, but step_<N>.pt complete: --resume auto continues from step N and the leftover is removed."""
+    run = tmp_path / "run"
+    options = ["--set", "train.steps=9", "--set", "hooks.checkpoint.keep=5"]
+    assert train_main(["--config", str(tiny_config), "--run-dir", str(run), *options]) == 0
+    ckpts = run / "checkpoints"
+    _rewind_to(run, 6)
+    shutil.copy(ckpts / "step_00000003.pt", ckpts / "last.pt")  # last.pt still the step-3 one
+    (ckpts / ".last.pt.k1ll3d.tmp").write_bytes(b"\0" * 1000)
+    capsys.readouterr()
+    assert train_main(["--resume", "auto", "--run-dir", str(run)]) == 0
+    assert "from step 6" in capsys.readouterr().err
+    assert not list(ckpts.glob(".*.tmp"))
+    assert load_checkpoint(ckpts / "last.pt")["step"] == 9
