@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(a multiple of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}), aspect ratio kept. input and N round each "
         f"side to a multiple of {SIZE_MULTIPLE} and refuse more than {MAX_SIDE}x{MAX_SIDE} pixels (memory)",
     )
+    t.add_argument("--force", action="store_true", help="overwrite output files that exist (refused otherwise)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.add_argument("--no-ema", action="store_true", help="use the trained G even when an EMA copy exists")
 
@@ -213,7 +214,15 @@ def translate(args: argparse.Namespace) -> int:
     size = translate_size(args.size)  # a bad --size is reported before the inputs are looked at
     files = input_files(args.input)
     n = translate_files(
-        args.checkpoint, files, args.to, args.out, pick_device(args.device), not args.no_ema, args.labels, size=size
+        args.checkpoint,
+        files,
+        args.to,
+        args.out,
+        pick_device(args.device),
+        not args.no_ema,
+        args.labels,
+        size=size,
+        force=args.force,
     )
     print(f"wrote {n} image(s) to {args.out}")
     return 0

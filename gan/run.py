@@ -942,6 +942,7 @@ def translate_files(
     labels: str | None = None,
     progress: bool = True,
     size: str | int = "model",
+    force: bool = False,
 ) -> int:
     """Translate image files into the ``targets`` (``--to`` texts, see gan.labels) and save PNGs; returns the
     number written. Multi-label models need the inputs' own attributes: ``labels`` (comma-separated names) or,
@@ -949,6 +950,7 @@ def translate_files(
     the training data was; ``"input"`` or a shorter side N keep the whole image (see :func:`working_size`)."""
     size = translate_size(size)
     single = _output_is_file(inputs, targets, out)  # before anything is read
+    outputs = _translation_outputs(inputs, targets, out, single, force)
     G, cfg, state = load_generator_state(checkpoint, device, ema)
     space = label_space(cfg, state)
     if labels is not None and not space.multi_label:
@@ -975,9 +977,7 @@ def translate_files(
         out.mkdir(parents=True, exist_ok=True)
     model_input = image_transform(cfg.data.image_size, cfg.data.crop_size)  # what the model and classifier saw
     written = 0
-    stems = [p.stem for p in inputs]
     for k, path in enumerate(tqdm(inputs, desc="translate", unit="img", disable=not progress or len(inputs) < 2)):
-        name = path.stem if stems.count(path.stem) == 1 else path.name  # a.png and a.jpg: keep both outputs
         image = load_rgb(path)
         x = (model_input(image) if sizes is None else resize_transform(*sizes[k])(image)).unsqueeze(0).to(device)
         source = given
@@ -989,9 +989,36 @@ def translate_files(
             label = space.parse(spec, source) if space.multi_label else parsed[i]
             with torch.no_grad():
                 y = G(x, space.vectors(label.unsqueeze(0)).to(device))
-            save_image((y + 1) / 2, out if single else out / f"{name}_to_{spec.replace(',', '+')}.png")
+            save_image((y + 1) / 2, outputs[k * len(targets) + i])
             written += 1
     return written
+
+
+def _translation_outputs(inputs: list[Path], targets: list[str], out: Path, single: bool, force: bool) -> list[Path]:
+    """The output file of every (input, target), input-major: ``out`` itself, or ``<name>_to_<target>.png`` in the
+    folder ``out`` (``name``: the input's stem, or its whole name where two inputs share a stem). Two outputs on one
+    file, or an existing file without ``force``, are refused before anything is read."""
+    if single:
+        outputs = [out]
+    else:
+        stems = [p.stem for p in inputs]
+        names = [p.stem if stems.count(p.stem) == 1 else p.name for p in inputs]  # a.png, a.jpg: both kept
+        outputs = [out / f"{name}_to_{spec.replace(',', '+')}.png" for name in names for spec in targets]
+    seen: dict[Path, int] = {}
+    for k, path in enumerate(outputs):
+        first = seen.setdefault(path, k)
+        if first != k:
+            a, b = divmod(first, len(targets)), divmod(k, len(targets))
+            raise UserError(
+                f"--out: {inputs[a[0]].name} to {targets[a[1]]} and {inputs[b[0]].name} to {targets[b[1]]} would both "
+                f"be written to {path.name}; give each --to once"
+            )
+    existing = [p for p in outputs if p.exists()]
+    if existing and not force:
+        raise UserError(
+            f"--out: {existing[0]} exists ({len(existing)} of {len(outputs)} outputs); add --force to overwrite"
+        )
+    return outputs
 
 
 def input_files(path: Path) -> list[Path]:

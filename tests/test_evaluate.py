@@ -456,3 +456,29 @@ def test_a_damaged_generator_is_one_line(checkpoint, tmp_path, capsys, change, n
     assert evaluate_main(["paired-l1", "--checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "last.pt" in err and needle in err, err
+
+
+def test_translate_never_overwrites_without_force(checkpoint, tmp_path, capsys):
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "photo.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = out / "photo_to_texture.png"
+    kept.write_bytes(b"mine")
+    args = ["translate", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "photo.png"), "--to", "palette",
+            "--to", "texture", "--out", str(out)]  # fmt: skip
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "photo_to_texture.png exists (1 of 2 outputs); add --force" in err
+    assert kept.read_bytes() == b"mine" and not (out / "photo_to_palette.png").exists()  # nothing written
+    assert evaluate_main([*args, "--force"]) == 0
+    assert Image.open(kept).size == (16, 16)  # replaced by the translation
+
+
+def test_translate_refuses_two_outputs_on_one_file(checkpoint, tmp_path, capsys):
+    Image.new("RGB", (20, 20)).save(tmp_path / "photo.png")
+    args = ["translate", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "photo.png"), "--to", "night",
+            "--to", "night", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "would both be written to photo_to_night.png" in err
+    assert not (tmp_path / "out").exists()
