@@ -55,13 +55,19 @@ def _opt(
     return field(default=default, metadata=meta)
 
 
+# Upper bounds of integer keys (also given in configs/base.yaml): far above any real run, low enough that a typo
+# (an extra digit, 2**64) is a one-line error instead of an overflow deep in torch or an allocation of terabytes.
+SEED_MAX = 2**32 - 1  # the seed range every random generator here accepts
+STEPS_MAX = 1_000_000_000
+
+
 # ----------------------------------------------------------------------------------------------------------- data
 @dataclass(frozen=True)
 class SyntheticConfig:
     domains: list[str] = _opt(["palette", "outline", "texture", "night"], choices=STYLES.names)
-    images_per_domain: int = _opt(512, min=1)
-    test_images_per_domain: int = _opt(64, min=1)
-    seed: int = _opt(0, min=0)
+    images_per_domain: int = _opt(512, min=1, max=100_000)
+    test_images_per_domain: int = _opt(64, min=1, max=100_000)
+    seed: int = _opt(0, min=0, max=SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class FolderConfig:
     domains: list[str] = _opt([])
     split: str = _opt("ratio", choices=("ratio", "folders"))
     test_ratio: float = _opt(0.1, min=0.0, max=0.9)
-    split_seed: int = _opt(1234, min=0)
+    split_seed: int = _opt(1234, min=0, max=SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -79,16 +85,16 @@ class CelebAConfig:
     attr_file: str = ""
     attributes: list[str] = _opt(["Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young"])
     exclusive_groups: list[list[str]] = _opt([HAIR_COLOURS])
-    test_count: int = _opt(2000, min=0)
-    split_seed: int = _opt(1234, min=0)
+    test_count: int = _opt(2000, min=0, max=10_000_000)
+    split_seed: int = _opt(1234, min=0, max=SEED_MAX)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: str = _opt("synthetic", choices=("synthetic", "folder", "celeba"))
-    image_size: int = _opt(128, min=8)
-    crop_size: int = _opt(0, min=0)
-    num_workers: int = _opt(0, min=0)
+    image_size: int = _opt(128, min=8, max=4096)
+    crop_size: int = _opt(0, min=0, max=8192)
+    num_workers: int = _opt(0, min=0, max=64)
     skip_bad_images: bool = False
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
@@ -98,8 +104,8 @@ class DataConfig:
 # ---------------------------------------------------------------------------------------------------------- model
 @dataclass(frozen=True)
 class GeneratorConfig:
-    conv_dim: int = _opt(64, min=1)
-    repeat_num: int = _opt(6, min=0)
+    conv_dim: int = _opt(64, min=1, max=1024)
+    repeat_num: int = _opt(6, min=0, max=64)
     norm: str = _opt("instance", choices=NORMS.names)
     norm_options: dict[str, Any] = _opt({})
 
@@ -107,15 +113,15 @@ class GeneratorConfig:
 @dataclass(frozen=True)
 class SpectralNormConfig:
     enabled: bool = True
-    n_power_iterations: int = _opt(1, min=1)
+    n_power_iterations: int = _opt(1, min=1, max=100)
     eps: float = _opt(1e-12, above=0.0)
     update: str = _opt("step", choices=("step", "forward"))
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    conv_dim: int = _opt(64, min=1)
-    repeat_num: int = _opt(6, min=1)
+    conv_dim: int = _opt(64, min=1, max=1024)
+    repeat_num: int = _opt(6, min=1, max=12)
     norm: str = _opt("none", choices=NORMS.names)
     norm_options: dict[str, Any] = _opt({})
     spectral_norm: SpectralNormConfig = field(default_factory=SpectralNormConfig)
@@ -141,17 +147,17 @@ class LossConfig:
 # ---------------------------------------------------------------------------------------------------------- train
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _opt(200000, min=1)
-    batch_size: int = _opt(16, min=1)
-    n_critic: int = _opt(5, min=1)
+    steps: int = _opt(200000, min=1, max=1_000_000_000)
+    batch_size: int = _opt(16, min=1, max=65_536)
+    n_critic: int = _opt(5, min=1, max=1000)
     g_lr: float = _opt(1e-4, min=0.0)
     d_lr: float = _opt(1e-4, min=0.0)
     beta1: float = _opt(0.5, min=0.0, max=1.0)
     beta2: float = _opt(0.999, min=0.0, max=1.0)
-    lr_decay_steps: int = _opt(100000, min=0)
+    lr_decay_steps: int = _opt(100000, min=0, max=1_000_000_000)
     gate_lr_multiplier: float = _opt(10.0, min=0.0)
     g_ema_decay: float = _opt(0.0, min=0.0, max=1.0)
-    seed: int = _opt(0, min=0)
+    seed: int = _opt(0, min=0, max=SEED_MAX)
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
     precision: str = _opt("fp32", choices=("fp32", "bf16", "fp16"))
     channels_last: bool = False
@@ -163,54 +169,54 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------------------- hooks
 @dataclass(frozen=True)
 class ScalarsHookConfig:
-    every: int = _opt(10, min=0)
+    every: int = _opt(10, min=0, max=STEPS_MAX)
 
 
 @dataclass(frozen=True)
 class ImagesHookConfig:
-    every: int = _opt(1000, min=0)
-    num_images: int = _opt(8, min=1)
+    every: int = _opt(1000, min=0, max=STEPS_MAX)
+    num_images: int = _opt(8, min=1, max=1024)
 
 
 @dataclass(frozen=True)
 class SigmaHookConfig:
-    every: int = _opt(100, min=0)
+    every: int = _opt(100, min=0, max=STEPS_MAX)
 
 
 @dataclass(frozen=True)
 class LipschitzHookConfig:
-    every: int = _opt(500, min=0)
-    num_images: int = _opt(16, min=1)
+    every: int = _opt(500, min=0, max=STEPS_MAX)
+    num_images: int = _opt(16, min=1, max=10_000)
     jacobian: bool = True
 
 
 @dataclass(frozen=True)
 class NormsHookConfig:
-    every: int = _opt(100, min=0)
+    every: int = _opt(100, min=0, max=STEPS_MAX)
 
 
 @dataclass(frozen=True)
 class PairedL1HookConfig:
-    every: int = _opt(1000, min=0)
-    num_images: int = _opt(64, min=1)
+    every: int = _opt(1000, min=0, max=STEPS_MAX)
+    num_images: int = _opt(64, min=1, max=100_000)
 
 
 @dataclass(frozen=True)
 class FidHookConfig:
-    every: int = _opt(1000, min=0)
-    num_images: int = _opt(64, min=2)
+    every: int = _opt(1000, min=0, max=STEPS_MAX)
+    num_images: int = _opt(64, min=2, max=100_000)
     extractor: str = _opt("auto", choices=("auto", "inception", "classifier"))
 
 
 @dataclass(frozen=True)
 class CheckpointHookConfig:
-    every: int = _opt(10000, min=0)
-    keep: int = _opt(3, min=1)
+    every: int = _opt(10000, min=0, max=STEPS_MAX)
+    keep: int = _opt(3, min=1, max=10_000)
 
 
 @dataclass(frozen=True)
 class NanGuardHookConfig:
-    every: int = _opt(10, min=0)
+    every: int = _opt(10, min=0, max=STEPS_MAX)
 
 
 WATCHED_METRICS = (
@@ -226,15 +232,15 @@ WATCHED_METRICS = (
 
 @dataclass(frozen=True)
 class StabilityHookConfig:
-    every: int = _opt(500, min=0)
-    num_images: int = _opt(64, min=2)
+    every: int = _opt(500, min=0, max=STEPS_MAX)
+    num_images: int = _opt(64, min=2, max=100_000)
     stop: bool = True
     gap_limit: float = _opt(1000.0, min=0.0)
     grad_norm_limit: float = _opt(1000.0, min=0.0)
     metric: str = _opt("auto", choices=WATCHED_METRICS)
     metric_factor: float = _opt(3.0, min=0.0)
     collapse_below: float = _opt(0.2, min=0.0)
-    spectrum_top: int = _opt(3, min=1)
+    spectrum_top: int = _opt(3, min=1, max=1024)
 
 
 @dataclass(frozen=True)
@@ -254,11 +260,11 @@ class HooksConfig:
 # -------------------------------------------------------------------------------------------------------- metrics
 @dataclass(frozen=True)
 class ClassifierMetricConfig:
-    steps: int = _opt(1000, min=1)
-    batch_size: int = _opt(64, min=1)
+    steps: int = _opt(1000, min=1, max=10_000_000)
+    batch_size: int = _opt(64, min=1, max=65_536)
     lr: float = _opt(1e-3, min=0.0)
-    width: int = _opt(32, min=1)
-    seed: int = _opt(0, min=0)
+    width: int = _opt(32, min=1, max=1024)
+    seed: int = _opt(0, min=0, max=SEED_MAX)
     path: str = ""  # one file for every run that sets it (trained there if absent); "" = the run's classifier.pt
     cache: bool = True  # share one classifier per images and settings ($XDG_CACHE_HOME/spectral-gan/classifiers)
 
@@ -268,11 +274,11 @@ class MetricsConfig:
     inception_weights: str = ""
     protocol: str = _opt("pytorch_fid", choices=("pytorch_fid", "tf1"))
     fast_inception: bool = True
-    batch_size: int = _opt(50, min=1)
+    batch_size: int = _opt(50, min=1, max=65_536)
     real_split: str = _opt("train", choices=("train", "test"))
     stats_cache: str = ""
-    kid_subsets: int = _opt(100, min=1)
-    kid_subset_size: int = _opt(1000, min=2)
+    kid_subsets: int = _opt(100, min=1, max=10_000)
+    kid_subset_size: int = _opt(1000, min=2, max=100_000)
     classifier: ClassifierMetricConfig = field(default_factory=ClassifierMetricConfig)
 
 

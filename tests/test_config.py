@@ -290,3 +290,52 @@ def test_every_shipped_yaml_loads_through_the_hardened_reader():
         assert isinstance(read_yaml(path), dict), path
         if "sweeps" not in path.parts:
             load_config([path])
+
+
+def _int_keys(dc=None, prefix=""):
+    import dataclasses
+    import typing
+
+    from gan.config import Config
+
+    dc = dc or Config
+    hints = typing.get_type_hints(dc)
+    for f in dataclasses.fields(dc):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _int_keys(hints[f.name], f"{prefix}{f.name}.")
+        elif hints[f.name] is int:
+            yield f"{prefix}{f.name}", f.metadata.get("max")
+
+
+def test_every_integer_key_has_an_upper_bound_stated_in_base_yaml():
+    from gan.config import CONFIG_DIR
+
+    keys = dict(_int_keys())
+    assert len(keys) > 40 and all(bound is not None for bound in keys.values()), keys
+    base = (CONFIG_DIR / "base.yaml").read_text()
+    for key in keys:
+        line = next(line for line in base.splitlines() if line.strip().startswith(key.split(".")[-1] + ":"))
+        assert "[max " in line, key
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("train.seed=18446744073709551616", "train.seed: must be <= 4294967295"),  # 2**64: torch's overflow before
+        ("train.batch_size=1000000000000000000", "train.batch_size: must be <= 65536"),
+        ("data.image_size=1099511627776", "data.image_size: must be <= 4096"),
+        ("model.generator.conv_dim=1000000000000", "model.generator.conv_dim: must be <= 1024"),
+        ("data.synthetic.images_per_domain=1000000000000", "data.synthetic.images_per_domain: must be <= 100000"),
+        ("model.generator.repeat_num=1000000", "model.generator.repeat_num: must be <= 64"),
+        ("model.discriminator.spectral_norm.n_power_iterations=1000000000000", "n_power_iterations: must be <= 100"),
+        ("data.synthetic.seed=18446744073709551616", "data.synthetic.seed: must be <= 4294967295"),
+    ],
+)
+def test_huge_integers_are_one_line(override, needle, tmp_path, capsys):
+    from gan.cli import train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--set", override, "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
+    assert not run.exists()
