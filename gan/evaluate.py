@@ -181,16 +181,17 @@ def _print_result(args: argparse.Namespace, result: dict[str, Any], text: str) -
     print(json.dumps(result, indent=2) if args.json else text)
 
 
-def _positive(args: argparse.Namespace, *options: str) -> None:
+def _positive(args: argparse.Namespace, *options: str, minimum: int = 1) -> None:
     for option in options:
         value = getattr(args, option, None)
-        if value is not None and value < 1:
-            raise UserError(f"--{option.replace('_', '-')}: must be at least 1, got {value}")
+        if value is not None and value < minimum:
+            raise UserError(f"--{option.replace('_', '-')}: must be at least {minimum}, got {value}")
 
 
 def _metric_options(args: argparse.Namespace) -> dict[str, Any]:
     """The command line's ``metrics.*`` settings (None: keep the config's)."""
-    _positive(args, "subsets", "subset_size", "batch_size")
+    _positive(args, "subsets", "batch_size")
+    _positive(args, "subset_size", minimum=2)  # KID's unbiased estimate compares pairs within a subset
     return {
         "inception_weights": getattr(args, "inception_weights", None),
         "protocol": getattr(args, "protocol", None),
@@ -275,6 +276,7 @@ def _distance_command(args: argparse.Namespace, metric: str) -> int:
 
 def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     """fid / kid / accuracy of a checkpoint's translations, per target domain (see gan.metrics.evaluation)."""
+    _positive(args, "num_images", minimum=1 if metric == "accuracy" else 2)  # a covariance needs two images
     options = _metric_options(args)
     scores, step = evaluate_checkpoint(
         args.checkpoint,

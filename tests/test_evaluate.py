@@ -482,3 +482,19 @@ def test_translate_refuses_two_outputs_on_one_file(checkpoint, tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "would both be written to photo_to_night.png" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["paired-l1", "--num-images", "0"], "--num-images: must be at least 1, got 0"),
+        (["paired-l1", "--num-images", "-1"], "--num-images: must be at least 1, got -1"),
+        (["accuracy", "--num-images", "0"], "--num-images: must be at least 1, got 0"),
+        (["fid", "--num-images", "1"], "--num-images: must be at least 2, got 1"),
+        (["kid", "--subset-size", "1"], "--subset-size: must be at least 2, got 1"),
+    ],
+)
+def test_checkpoint_commands_refuse_too_few_images_in_one_line(checkpoint, capsys, args, needle):
+    assert evaluate_main([args[0], "--checkpoint", str(checkpoint), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err, err
