@@ -438,3 +438,52 @@ def test_celeba_exclusive_groups_reach_the_labels_and_typos_are_reported(tmp_pat
     assert "'Blond_hair'" in caplog.text and "typo" in caplog.text
     assert bundle.exclusive_groups == (("Blond_Hair", "Black_Hair", "Blond_hair"),)
     assert bundle.space.groups == ()  # of the selected attributes (Blond_Hair, Male) only one is in the group
+
+
+# ------------------------------------------------------------------------------------ hostile image folders
+def _png(path: Path, size: int = 8) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), (10, 20, 30)).save(path)
+    return path
+
+
+def test_only_regular_files_are_listed(tmp_path):
+    """A FIFO named like an image would block the loader forever: it is not an image file."""
+    import os
+
+    from gan.data.base import list_images
+
+    _png(tmp_path / "a" / "x.png")
+    os.mkfifo(tmp_path / "a" / "fifo.png")
+    (tmp_path / "a" / "sub").mkdir()
+    os.mkfifo(tmp_path / "a" / "sub" / "deep.png")
+    assert [p.name for p in list_images(tmp_path / "a")] == ["x.png"]
+    assert [p.name for p in list_images(tmp_path / "a", recursive=True)] == ["x.png"]
+
+
+def test_links_are_not_followed_in_cycles_or_out_of_the_folder(tmp_path):
+    """a/loop -> .. used to relabel and duplicate a whole dataset (574 images instead of 14)."""
+    from gan.data.base import list_images
+
+    _png(tmp_path / "a" / "1.png")
+    _png(tmp_path / "a" / "inner" / "2.png")
+    _png(tmp_path / "b" / "3.png")
+    (tmp_path / "a" / "loop").symlink_to("..")  # out of the folder, and a cycle through the parent
+    (tmp_path / "a" / "self").symlink_to(".")  # a cycle
+    (tmp_path / "a" / "other").symlink_to(tmp_path / "b")  # another class's folder
+    (tmp_path / "a" / "again").symlink_to("inner")  # inside, but listed already
+    names = [p.relative_to(tmp_path / "a").as_posix() for p in list_images(tmp_path / "a", recursive=True)]
+    assert sorted(names) in (["1.png", "inner/2.png"], ["1.png", "again/2.png"])
+
+
+@pytest.mark.parametrize("limit", [300, 150])  # 400 px: PIL warns above the limit and refuses above twice it
+def test_decompression_bombs_are_refused(tmp_path, monkeypatch, limit):
+    from gan.data.base import image_dimensions, is_readable, load_rgb
+
+    path = _png(tmp_path / "bomb.png", size=20)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+    with pytest.raises(DataError, match="bomb.png: cannot read image"):
+        load_rgb(path)
+    with pytest.raises(DataError, match="bomb.png: cannot read image"):
+        image_dimensions(path)
+    assert not is_readable(path)  # skip_bad_images skips it

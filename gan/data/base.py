@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,10 @@ logger = logging.getLogger(__name__)
 HIGH_BIT_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # The one list of image-file suffixes (compared case-insensitively), for datasets, FID folders and translate.
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+# Decompression bombs: PIL only warns above Image.MAX_IMAGE_PIXELS (89 Mpixel) and decodes anyway; we refuse them
+# (the warning is raised as an error while a file is opened, see _opened).
+BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, *BOMB_ERRORS)
 
 
 @dataclass
@@ -110,10 +115,19 @@ class ImageFileDataset(Dataset):
         return (image.flip(-1) if flip else image), self.labels[index]
 
 
+@contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``Image.open`` with a decompression bomb (above ``Image.MAX_IMAGE_PIXELS``) refused, not only warned of."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            yield image
+
+
 def load_rgb(path: Path) -> Image.Image:
     """Read an image file as RGB; any decoding failure becomes a one-line DataError naming the file."""
     try:
-        with Image.open(path) as image:
+        with _opened(path) as image:
             if image.mode in HIGH_BIT_DEPTH:  # convert("RGB") would clip 16-bit values to 255: a white image
                 raise DataError(f"{path}: {image.mode} image (16-bit or float); convert it to 8-bit RGB first")
             return image.convert("RGB")  # convert() loads the pixels, so truncated data fails here, not later
@@ -124,7 +138,7 @@ def load_rgb(path: Path) -> Image.Image:
 def image_dimensions(path: Path) -> tuple[int, int]:
     """(width, height) of an image file from its header, without decoding the pixels; errors as :func:`load_rgb`."""
     try:
-        with Image.open(path) as image:
+        with _opened(path) as image:
             return image.size
     except IMAGE_ERRORS as exc:
         raise DataError(f"{path}: cannot read image ({reason(exc)})") from exc
@@ -138,21 +152,48 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
         raise DataError(f"{folder}: no such folder")
     if recursive:
         paths = []
+        root = folder.resolve()
+        seen = {_identity(folder)}
         for parent, dirs, files in os.walk(folder, followlinks=True):
-            dirs[:] = [name for name in dirs if not name.startswith(".")]
+            # Linked folders are followed only inside ``folder`` and only once: a link to a parent (a cycle) or to
+            # another class's folder would relabel and duplicate images.
+            dirs[:] = [name for name in dirs if not name.startswith(".") and _visit(Path(parent, name), root, seen)]
             paths += [Path(parent, name) for name in files]
     else:
-        paths = [p for p in folder.iterdir() if p.is_file()]
-    found = sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = list(folder.iterdir())
+    # Regular files only: a FIFO, socket or device named *.png would block or never end when read.
+    found = sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not found:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return found
 
 
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _visit(path: Path, root: Path, seen: set[tuple[int, int]]) -> bool:
+    """Whether the recursive listing enters ``path``: not a folder already visited (through another link), and
+    for a link, one that resolves inside ``root``."""
+    try:
+        identity = _identity(path)
+    except OSError:  # a broken link or a loop the OS refuses
+        return False
+    if identity in seen:
+        logger.warning("not following %s: a folder already listed (a link cycle or a second link to it)", path)
+        return False
+    if path.is_symlink() and not path.resolve().is_relative_to(root):
+        logger.warning("not following %s: the link leads out of %s", path, root)
+        return False
+    seen.add(identity)
+    return True
+
+
 def is_readable(path: Path) -> bool:
     """A cheap check (PIL ``verify``: header and, for PNG, chunk checksums) without decoding the pixels."""
     try:
-        with Image.open(path) as image:
+        with _opened(path) as image:
             image.verify()
     except IMAGE_ERRORS as exc:
         logger.warning("skipping unreadable image %s (%s)", path, reason(exc))
