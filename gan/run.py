@@ -308,7 +308,10 @@ def _schedule_change(old: dict[str, Any], cfg: Config, step: int) -> str | None:
 @contextmanager
 def _stop_on_signals(enabled: bool) -> Iterator[None]:
     """Ctrl-C or SIGTERM asks the run to stop after the current step, or within seconds during long hook work (it
-    then saves a checkpoint); a second Ctrl-C interrupts at once. Only in the main thread (Python's rule)."""
+    then saves a checkpoint). A second Ctrl-C ends the process at once with exit code 130 and one line, writing
+    nothing more: raising KeyboardInterrupt at an arbitrary point could leave a half-updated state for the
+    checkpoint hook, and a traceback. Checkpoints are written atomically, so the newest one on disk stays complete
+    (a temporary file it leaves is removed by the next training there). Only in the main thread (Python's rule)."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -319,7 +322,8 @@ def _stop_on_signals(enabled: bool) -> Iterator[None]:
         if os.getpid() != main_process:
             return  # a DataLoader worker (forked with this handler): the main process handles the stop
         if stop_requested() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            os.write(2, b"\nerror: second Ctrl-C: stopped at once; the newest checkpoint on disk is kept\n")
+            os._exit(130)
         request_stop()
         log.warning("received %s: saving a checkpoint and stopping", signal.Signals(signum).name)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gan.checkpoint import load_checkpoint
+from gan.checkpoint import latest, load_checkpoint
 from gan.cli import train_main
 from tests.events import Events
 
@@ -205,3 +205,30 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config, t
     assert "non-finite loss by step 5 (D/adv)" in err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt", "step_00000003.pt"]
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_torn_checkpoint(tiny_config, tmp_path):
+    """Two Ctrl-C a few ms apart (the issue's trials: 4-12 ms) end the process at once with one line and exit 130;
+    every checkpoint left is a complete one that a resume continues from."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--config", str(tiny_config), "--run-dir", str(run),
+         "--set", "train.steps=100000", "--set", "hooks.checkpoint.every=2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "step_00000004.pt").is_file():
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.008)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    if proc.returncode == 130:  # the usual case: the second Ctrl-C came before the first stop finished
+        assert err.rstrip().splitlines()[-1].startswith("error: second Ctrl-C: stopped at once")
+    else:  # the first stop saved and exited within 8 ms
+        assert proc.returncode == 0, err
+    steps = [load_checkpoint(path)["step"] for path in (run / "checkpoints").glob("*.pt")]  # complete, CRCs checked
+    assert max(steps) >= 4 and load_checkpoint(latest(run / "checkpoints"))["step"] == max(steps)  # resume's pick
+    more = f"train.steps={max(steps) + 2}"
+    assert train_main(["--run-dir", str(run), "--resume", "auto", "--set", more]) == 0
