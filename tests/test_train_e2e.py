@@ -166,13 +166,18 @@ def test_cli_subprocess_bad_key_and_python_tag(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_0(tiny_config, tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "--config", str(tiny_config), "--run-dir", str(run),
-         "--set", "train.steps=100000", "--set", "hooks.checkpoint.every=100000"],
+def _start_training(config: Path, run: Path, checkpoint_every: int) -> subprocess.Popen:
+    """train.py in a child process, long enough to be stopped by a signal."""
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "--config", str(config), "--run-dir", str(run),
+         "--set", "train.steps=100000", "--set", f"hooks.checkpoint.every={checkpoint_every}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_0(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    proc = _start_training(tiny_config, run, checkpoint_every=100000)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "scalars.jsonl").is_file():
         time.sleep(0.2)
@@ -211,11 +216,7 @@ def test_a_second_ctrl_c_stops_at_once_without_a_torn_checkpoint(tiny_config, tm
     """Two Ctrl-C a few ms apart (the issue's trials: 4-12 ms) end the process at once with one line and exit 130;
     every checkpoint left is a complete one that a resume continues from."""
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "train.py"), "--config", str(tiny_config), "--run-dir", str(run),
-         "--set", "train.steps=100000", "--set", "hooks.checkpoint.every=2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    proc = _start_training(tiny_config, run, checkpoint_every=2)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "checkpoints" / "step_00000004.pt").is_file():
         time.sleep(0.1)
