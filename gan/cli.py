@@ -110,7 +110,7 @@ def _main_train(argv: list[str]) -> int:
     if args.dry_run or args.print_commands or args.workers != 1:
         raise UserError("--dry-run, --print-commands and --workers go with --sweep FILE")
     resume = find_resume(args.resume, args.run_dir)
-    cfg = resolve_config(args.config, args.set, resume)
+    cfg = resolve_config(args.config, args.set, resume, args.run_dir if args.resume == "auto" else None)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr)

@@ -40,6 +40,7 @@ from gan.build import (
     build_hooks,
     build_label_space,
     build_trainer,
+    check_classifier,
     classifier_provenance,
     config_of_state,
     evaluation_parts,
@@ -69,7 +70,13 @@ from gan.hparams import Summary, experiment_summary, session_end_summary, sessio
 from gan.interrupt import clear_stop, request_stop, stop_requested
 from gan.labels import LabelSpace
 from gan.metrics.classifier import classifier_path, load_classifier, save_classifier
-from gan.metrics.evaluation import TranslationScores, check_classifier_fits, evaluate_translations, paired_scores
+from gan.metrics.evaluation import (
+    TranslationScores,
+    check_classifier_fits,
+    evaluate_translations,
+    paired_scores,
+    sample_shortfall,
+)
 from gan.metrics.features import folder_features
 from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, save_stats
 from gan.metrics.inception import find_weights
@@ -150,12 +157,17 @@ def find_resume(spec: str | Path | None, run_dir: Path | None, runs_root: Path =
     return candidates[0] if candidates else None
 
 
-def resolve_config(files: list[str], overrides: list[str], resume: Path | None) -> Config:
+def resolve_config(files: list[str], overrides: list[str], resume: Path | None, run_dir: Path | None = None) -> Config:
     """The config of a training command: the checkpoint's own when resuming without config files, else the files
-    (or the embedded default, configs/default.yaml), with the ``--set`` overrides on top."""
+    (or the embedded default, configs/default.yaml), with the ``--set`` overrides on top. ``run_dir`` (given for
+    ``--resume auto`` that found no checkpoint): a run folder whose earlier attempt stopped before its first
+    checkpoint is started again from its own ``config.yaml``, not from the default."""
     if resume is not None and not files:
         state = load_checkpoint(resume)
         return load_run_config(overrides=overrides, base=state["config"], base_name=str(resume))
+    if resume is None and not files and run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        log.warning("--resume auto: no checkpoint in %s yet; starting it again from its config.yaml", run_dir)
+        return load_run_config([Path(run_dir) / "config.yaml"], overrides)
     return load_run_config(files or [DEFAULT_CONFIG], overrides)
 
 
@@ -182,10 +194,27 @@ def _new_run_dir(root: Path) -> Path:
 def _check_run_dir(run_dir: Path, checkpoint: Path | None, state: dict[str, Any] | None) -> None:
     """A folder that holds checkpoints is only written into to continue its run from its newest checkpoint: a new
     run there would mix two runs; resuming another run's checkpoint, or an older one of its own, would purge its
-    logs and overwrite or rotate away later checkpoints (branch into a new --run-dir instead)."""
+    logs and overwrite or rotate away later checkpoints (branch into a new --run-dir instead). A checkpoint is not
+    continued in a folder that holds another run's files either (its config, logs or events, from an attempt that
+    stopped before its first checkpoint): they would be replaced."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run-dir {run_dir}: is a file, not a folder")
+    for parent in run_dir.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--run-dir {run_dir}: {parent} is a file, not a folder")
+    nearest = next(p for p in [run_dir, *run_dir.parents] if p.exists())
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise UserError(f"--run-dir {run_dir}: permission denied: cannot write in {nearest}")
     folder = run_dir / "checkpoints"
     existing = latest(folder)
     if existing is None:
+        if checkpoint is not None and _run_dir_of_checkpoint(checkpoint) != run_dir.resolve():
+            files = sorted(p.name for p in _run_files(run_dir))
+            if files:
+                raise UserError(
+                    f"{run_dir}: holds another run's files ({', '.join(files[:3])}); continue {checkpoint} in a new "
+                    "--run-dir"
+                )
         return
     if checkpoint is None or state is None:
         raise UserError(
@@ -203,6 +232,20 @@ def _check_run_dir(run_dir: Path, checkpoint: Path | None, state: dict[str, Any]
             f"{checkpoint}: step {int(state['step'])} is not the newest checkpoint of {run_dir} (step {newest}); "
             "continuing it there would overwrite the later ones: branch it into a new folder with --run-dir"
         )
+
+
+def _run_dir_of_checkpoint(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint lies in (``<run>/checkpoints/x.pt``), resolved; None for a loose file."""
+    folder = checkpoint.resolve().parent
+    return folder.parent if folder.name == "checkpoints" else None
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    """The files in ``run_dir`` that a training writes (config, logs, events, status)."""
+    if not run_dir.is_dir():
+        return []
+    names = ("config.yaml", "scalars.jsonl", "train.log", STATUS)
+    return [p for p in run_dir.iterdir() if p.name in names or p.name.startswith("events.out.tfevents.")]
 
 
 def _newest_step(folder: Path) -> int:
@@ -223,6 +266,22 @@ def check_eval_inputs(cfg: Config) -> None:
     h, m = cfg.hooks.fid, cfg.metrics
     if h.every and (h.extractor == "inception" or (h.extractor == "auto" and m.inception_weights)):
         find_weights(m.inception_weights or None)
+
+
+def check_evaluable(cfg: Config, data: DataBundle, run_dir: Path) -> None:
+    """What the run's fid hook will need, checked now rather than at its first evaluation (after the run folder
+    was made, or after a resume had purged the logs): images enough in every domain, and a readable domain
+    classifier that fits the data where one is on disk (``metrics.classifier.path`` or ``<run>/classifier.pt``)."""
+    if not cfg.hooks.fid.every:
+        return
+    problem = sample_shortfall(data, cfg.hooks.fid.num_images, cfg.metrics.real_split)
+    if problem is not None:
+        raise DataError(f"hooks.fid: {problem}; or turn the hook off (hooks.fid.every: 0)")
+    explicit = cfg.metrics.classifier.path
+    path = Path(explicit) if explicit else classifier_path(run_dir)
+    if path.is_file():
+        _, meta = load_classifier(path, torch.device("cpu"))
+        check_classifier(path, meta, data)
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -408,9 +467,11 @@ def tensorboard_command(logdir: Path) -> str:
 
 
 def _write_config(cfg: Config, run_dir: Path, step: int | None) -> None:
-    """``config.yaml`` holds the resolved config; a resume with a changed config keeps the previous one beside it."""
+    """``config.yaml`` holds the resolved config; a resume with a changed config (or a new start in a folder whose
+    earlier attempt stopped before its first checkpoint) keeps the previous one beside it."""
     path, text = run_dir / "config.yaml", dump_config(cfg)
-    if step is not None and path.is_file():
+    step = step or 0
+    if path.is_file():
         old = path.read_text(encoding="utf-8")
         if old == text:
             return
@@ -420,7 +481,7 @@ def _write_config(cfg: Config, run_dir: Path, step: int | None) -> None:
                 break
             keep = run_dir / f"config.before-step{step}-{n}.yaml"  # a second resume at the same step keeps both
         keep.write_text(old, encoding="utf-8")
-        log.warning("the resumed run's config differs from %s; the previous one is kept as %s", path, keep.name)
+        log.warning("this run's config differs from %s; the previous one is kept as %s", path, keep.name)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
@@ -455,6 +516,8 @@ def train(
     if cfg.train.deterministic:
         use_deterministic_kernels()
     data = build_data(cfg.data)
+    if main:
+        check_evaluable(cfg, data, run_dir)
     trainer = build_trainer(cfg, data, device)
     if state is not None:
         restore(trainer, state, path)
@@ -466,7 +529,12 @@ def train(
     if not main:
         return _train_worker(trainer, run_dir, path, handle_signals)
     new_folder = _first_missing(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if new_folder is not None:
+            shutil.rmtree(new_folder, ignore_errors=True)
+        raise UserError(f"--run-dir {run_dir}: cannot create it ({reason(exc)})") from None
     started: list[bool] = []  # set once fit() begins: from then on the folder holds the run's results
     try:
         lock = _hold_run_folder(run_dir)  # before anything is written: a live training's folder is not touched
@@ -605,7 +673,6 @@ def _train_in(
     started: list[bool],
 ) -> RunResult:
     start = trainer.step if state is not None else None
-    _write_config(cfg, run_dir, start)
     with _run_log(run_dir):
         if data.skipped:
             log.warning("skipped %d unreadable images (data.skip_bad_images)", data.skipped)
@@ -614,11 +681,15 @@ def _train_in(
         # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail. A new
         # run in a folder that an earlier attempt logged into (without checkpoints) starts both logs afresh.
         earlier = (run_dir / "scalars.jsonl").exists() or has_events(run_dir)
-        writer = RunWriter(run_dir, purge_step=trainer.step + 1 if state is not None else (0 if earlier else None))
+        purge = trainer.step + 1 if state is not None else (0 if earlier else None)
+        writer = RunWriter(run_dir, purge_step=purge, deferred=True)
         try:
             trainer.hooks = build_hooks(cfg, writer, run_dir, has_paired=data.paired is not None)
             if state is not None:
                 trainer.load_hook_states(state.get("hooks", {}))
+            # Every check has passed: only now is config.yaml replaced and the interrupted tail purged.
+            _write_config(cfg, run_dir, start)
+            writer.open()
             say(f"run dir: {run_dir}  (charts: {tensorboard_command(run_dir.parent)})")
             hparams = _log_run_info(cfg, writer, run_dir, trainer.step, has_paired=data.paired is not None)
             with _stop_on_signals(handle_signals):
@@ -745,8 +816,13 @@ def evaluate_checkpoint(
         cfg = with_metric_options(cfg, **metrics)
     data = checkpoint_data(cfg, state, checkpoint)
     n = cfg.hooks.fid.num_images if num_images is None else num_images
-    if n < 2:
-        raise UserError(f"--num-images: FID needs at least 2 images per domain, got {n}")
+    if n < (1 if metric == "accuracy" else 2):
+        raise UserError(
+            f"--num-images: {metric} needs at least {1 if metric == 'accuracy' else 2} images per domain, got {n}"
+        )
+    problem = sample_shortfall(data, n, None if metric == "accuracy" else cfg.metrics.real_split)
+    if problem is not None:
+        raise DataError(f"{checkpoint}: {problem}")
     run_dir = run_dir_of(checkpoint)
     feats = reals = None
     if metric == "accuracy":

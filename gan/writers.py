@@ -48,8 +48,18 @@ class RunWriter:
     smoothing of 0.6 would otherwise turn five evaluations into wrong values.
     """
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path, purge_step: int | None = None, deferred: bool = False) -> None:
+        """``deferred``: touch nothing on disk until :meth:`open` (a training opens its writer, and purges what the
+        interrupted run logged after its checkpoint, only once every check of the resume has passed)."""
+        self.run_dir, self.purge_step = Path(run_dir), purge_step
+        self._described: set[str] = set()
+        self.step_values: dict[str, float] = {}  # every scalar logged at values_step (the console's eval line)
+        self.values_step: int | None = None
+        if not deferred:
+            self.open()
+
+    def open(self) -> None:
+        purge_step = self.purge_step
         # Every writer opens its file with a session start (at step 0 for a new run): TensorBoard's Python loader
         # ignores the first start it sees, so the resumed writer's start must be the second for its purge to work.
         start = 0 if purge_step is None else purge_step
@@ -62,9 +72,6 @@ class RunWriter:
             tag: (step, float(value)) for tag, (step, value) in last_values(jsonl).items() if is_sparse(tag)
         }
         self._jsonl = open(jsonl, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._described: set[str] = set()
-        self.step_values: dict[str, float] = {}  # every scalar logged at values_step (the console's eval line)
-        self.values_step: int | None = None
 
     def _metadata(self, tag: str, plugin: Any, text: str | None = None, **where: int | None) -> SummaryMetadata | None:
         """The metadata of ``tag``'s first event in this writer (its plugin and description, see gan.tags), else
@@ -143,8 +150,9 @@ class RunWriter:
         self._jsonl.flush()
 
     def close(self) -> None:
-        self.tb.close()
-        self._jsonl.close()
+        if hasattr(self, "tb"):  # a deferred writer that never opened has nothing to close
+            self.tb.close()
+            self._jsonl.close()
 
 
 def _same(a: float, b: float) -> bool:

@@ -1,5 +1,6 @@
 """gan/run.py, the Python API: README's snippet runs as written; resume helpers; the schedule-change warning."""
 
+import os
 import re
 from pathlib import Path
 
@@ -366,3 +367,119 @@ def test_the_runs_classifier_is_retrained_when_it_was_made_for_other_settings(ti
         obtain_classifier(tmp_path, data, other, cpu)
     assert "replacing it" in caplog.text
     assert load_classifier(classifier_path(tmp_path))[1]["report"]["train_steps"] == 4
+
+
+# ------------------------------------------------------------------------------------------ run folders are owned
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _folder_data(root: Path, counts: dict[str, int]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        # b's only image stays in training; c holds 1 of its 10 out: 1 source for translations into a
+        (
+            {"a": 20, "b": 1, "c": 10},
+            r"domain a: FID and KID need at least 2 translations .* which have 1 \(b 0, c 1\)",
+        ),
+        ({"a": 20, "b": 20, "c": 1}, r"domain c: 1 real image\(s\) in the train split"),
+    ],
+)
+def test_a_domain_too_small_for_the_fid_hook_is_refused_before_the_run_folder(tiny_config, tmp_path, counts, message):
+    _folder_data(tmp_path / "data", counts)
+    cfg = load_run_config(
+        [tiny_config],
+        ["data.source=folder", f"data.folder.root={tmp_path / 'data'}", "hooks.lipschitz.every=0"],
+    )
+    with pytest.raises(UserError, match=rf"hooks\.fid: {message}.*hooks\.fid\.every: 0"):
+        train(cfg, tmp_path / "run", handle_signals=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_config_logs_and_events_as_they_were(tiny_config, tmp_path, monkeypatch):
+    from gan import run as run_module
+
+    run = tmp_path / "run"
+    train(_tiny(tiny_config), run, handle_signals=False)
+    (run / "checkpoints" / "last.pt").unlink()  # resume from step 3: the purge would drop steps 4-6
+    before = _snapshot(run)
+
+    def failing(*args, **kwargs):
+        raise UserError("a check that fails after the trainer is built")
+
+    monkeypatch.setattr(run_module, "build_hooks", failing)
+    with pytest.raises(UserError, match="fails after"):
+        train(_tiny(tiny_config, "train.g_lr=0.0002"), run, resume="auto", handle_signals=False)
+    after = _snapshot(run)
+    assert after.pop("status.json") != before.pop("status.json")  # says how this attempt ended
+    assert after.pop("train.log").startswith(before.pop("train.log"))  # appended to, never rewritten
+    assert after == before  # config.yaml, scalars.jsonl, events and checkpoints untouched
+
+
+@pytest.mark.slow
+def test_a_corrupt_run_classifier_is_found_before_a_resume_writes(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    train(_tiny(tiny_config, "hooks.fid.every=3"), run, handle_signals=False)
+    (run / "classifier.pt").write_bytes(b"not a classifier")
+    before = _snapshot(run)
+    with pytest.raises(UserError, match="classifier.pt"):
+        train(_tiny(tiny_config, "hooks.fid.every=3", "train.steps=9"), run, resume="auto", handle_signals=False)
+    assert _snapshot(run) == before
+
+
+@pytest.mark.slow
+def test_resume_auto_in_a_folder_without_checkpoints_trains_its_config(tiny_config, tmp_path, capsys):
+    from gan.cli import train_main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    text = tiny_config.read_text().replace("steps: 6", "steps: 2").replace("lr_decay_steps: 3", "lr_decay_steps: 1")
+    (run / "config.yaml").write_text(text)  # an attempt that stopped before its first checkpoint
+    args = ["--resume", "auto", "--run-dir", str(run), "--set", "hooks.fid.every=0", "--set", "hooks.lipschitz.every=0"]
+    assert train_main(args) == 0
+    assert "starting it again from its config.yaml" in capsys.readouterr().err
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    assert (run / "config.before-step0.yaml").read_text() == text  # what was there is kept
+
+
+@pytest.mark.slow
+def test_resume_into_a_folder_with_another_runs_files_is_refused(tiny_config, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(_tiny(tiny_config), a, handle_signals=False)
+    b.mkdir()
+    (b / "config.yaml").write_text("another run\n")
+    (b / "scalars.jsonl").write_text("")
+    with pytest.raises(UserError, match=r"b: holds another run's files \(config.yaml, scalars.jsonl\)"):
+        train(_tiny(tiny_config), b, resume=a / "checkpoints" / "last.pt", handle_signals=False)
+    assert sorted(p.name for p in b.iterdir()) == ["config.yaml", "scalars.jsonl"]
+
+
+@pytest.mark.parametrize("where", ["file", "under-file", "unwritable"])
+def test_a_run_dir_that_cannot_be_a_folder_is_one_line(tiny_config, tmp_path, monkeypatch, where):
+    from gan import run as run_module
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    run_dir = {"file": blocker, "under-file": blocker / "run", "unwritable": tmp_path / "ro" / "run"}[where]
+    message = {"file": "is a file, not a folder", "under-file": "blocker is a file", "unwritable": "permission denied"}
+    if where == "unwritable":
+        (tmp_path / "ro").mkdir()
+        real = os.access
+        monkeypatch.setattr(run_module.os, "access", lambda p, mode: real(p, mode) and Path(p).name != "ro")
+    with pytest.raises(UserError, match=rf"--run-dir .*{message[where]}"):
+        train(_tiny(tiny_config), run_dir, handle_signals=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["blocker", "tiny.yaml"] + (["ro"] if where == "unwritable" else [])
+    )

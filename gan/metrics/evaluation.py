@@ -267,6 +267,40 @@ def _classified_as(classifier: nn.Module, images: Tensor, domain: int, multi_lab
     return logits[:, domain] > 0 if multi_label else logits.argmax(dim=1) == domain
 
 
+def sample_shortfall(data: DataBundle, num_images: int, real_split: str | None) -> str | None:
+    """Why an evaluation of up to ``num_images`` translations per target domain cannot run on ``data``, else None:
+    checked before a run or a command does any work. The translations into domain d come from the held-out images
+    outside d; with ``real_split`` (FID/KID) d also needs at least 2 real images in that split and 2 translations
+    (a covariance); without (accuracy only) one translation suffices."""
+    space, held_out = data.space, _labels(data.test)
+    need = 1 if real_split is None else 2
+    for d, name in enumerate(data.domains):
+        sources = int(members(space, held_out, d, num_images, inside=False).numel())
+        if sources < need:
+            others = ", ".join(
+                f"{other} {int(members(space, held_out, o, len(held_out)).numel())}"
+                for o, other in enumerate(data.domains)
+                if o != d
+            )
+            what = "FID and KID need at least 2 translations" if need == 2 else "accuracy needs at least 1 translation"
+            return (
+                f"domain {name}: {what} into it, made from the held-out images of the other domains, which have "
+                f"{sources} ({others}); add images to those domains or hold out a larger share of them"
+            )
+        if real_split is not None:
+            reals = int(members(space, _labels(data.train if real_split == "train" else data.test), d, 2).numel())
+            if reals < 2:
+                return (
+                    f"domain {name}: {reals} real image(s) in the {real_split} split; FID and KID need at least 2 "
+                    "(add images to this domain; metrics.real_split chooses the split)"
+                )
+    return None
+
+
+def _labels(dataset: Dataset) -> Tensor:
+    return dataset.labels  # type: ignore[attr-defined] - every dataset of a DataBundle has them
+
+
 def evaluate_translations(
     G: nn.Module,
     data: DataBundle,
