@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -17,6 +19,9 @@ from gan.errors import CheckpointError, reason
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
+# A torch.save that failed with less than this free in its folder failed for want of space (the partial temp file
+# had filled the disk).
+FULL_DISK_BYTES = 1 << 20
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -27,7 +32,8 @@ def step_path(directory: Path, step: int) -> Path:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace``: a crash or a full disk leaves
-    either the old file or the new one, never a partial file."""
+    either the old file or the new one, never a partial file. A failed write is an OSError naming ``path`` (torch's
+    zip writer reports a full disk as a RuntimeError without its errno: that becomes ENOSPC)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -36,6 +42,13 @@ def atomic_save(obj: Any, path: Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        full = shutil.disk_usage(path.parent).free < FULL_DISK_BYTES  # measured before the temp file goes
+        Path(tmp).unlink(missing_ok=True)
+        code = exc.errno if isinstance(exc, OSError) else (errno.ENOSPC if full else None)
+        if code is None:
+            raise
+        raise OSError(code, os.strerror(code), str(path)) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from gan import distributed
-from gan.errors import UserError, one_line
+from gan.errors import UserError, one_line, storage_problem
 from gan.evaluate import evaluate_command
 from gan.run import find_resume, resolve_config, train
 from gan.sweep import FINAL, load_sweep, print_commands, run_status, run_sweep, write_experiment
@@ -23,12 +23,19 @@ from gan.trainer import DivergedError, PeerFailedError
 
 
 def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int:
-    """Run ``main``; a UserError becomes one line on stderr and exit code 2, never a traceback."""
+    """Run ``main``; a UserError, or an OSError of the storage (a full disk, a folder without write permission),
+    becomes one line on stderr and exit code 2, never a traceback."""
     _console_logging()
     try:
         return main(list(sys.argv[1:] if argv is None else argv))
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, missing permissions: reported as such, in one line
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`... --print-commands | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes

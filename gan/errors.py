@@ -1,5 +1,8 @@
 """Errors caused by what a user gave us (a config, an image, a checkpoint): the CLIs print them in one line."""
 
+import errno
+import os
+
 
 class UserError(Exception):
     """Bad input from the user; the CLIs print ``str(error)`` and exit with code 2."""
@@ -33,3 +36,23 @@ def one_line(exc: BaseException) -> str:
         return lines[0] if lines else type(exc).__name__
     prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
     return lines[-1].removeprefix(prefix)
+
+
+# OSErrors of the storage rather than of the program: the CLIs print them in one line (exit code 2) as well.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "no space left on the device (the disk is full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+}
+
+
+def storage_problem(exc: BaseException) -> str | None:
+    """``<file>: <what>`` for an OSError of the storage (a full disk, a quota, missing permissions, a read-only file
+    system), else None (any other error is a bug to report, with its traceback)."""
+    if not isinstance(exc, OSError) or exc.errno not in STORAGE_ERRORS:
+        return None
+    name = exc.filename
+    where = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else "a file"
+    return f"{where}: {STORAGE_ERRORS[exc.errno]}"

@@ -65,7 +65,7 @@ from gan.data import (
     load_rgb,
     resize_transform,
 )
-from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason
+from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason, storage_problem
 from gan.hparams import Summary, experiment_summary, session_end_summary, session_start_summary
 from gan.interrupt import clear_stop, request_stop, stop_requested
 from gan.labels import LabelSpace
@@ -395,11 +395,19 @@ def _stop_on_signals(enabled: bool) -> Iterator[None]:
             signal.signal(sig, old)
 
 
+class _LogFile(logging.FileHandler):
+    """train.log; a record it cannot write (a full disk) is dropped in silence: the error that matters is reported
+    by the write that failed in the run itself, in one line, not by logging's traceback on stderr."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        pass
+
+
 @contextmanager
 def _run_log(run_dir: Path) -> Iterator[None]:
     """``<run_dir>/train.log`` receives the library's log records (INFO and up) for the duration."""
     logger = logging.getLogger("gan")
-    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler = _LogFile(run_dir / "train.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
@@ -551,7 +559,12 @@ def train(
         if new_folder is not None and not started:
             shutil.rmtree(new_folder, ignore_errors=True)  # a failed start leaves nothing behind
         elif run_dir.is_dir():
-            write_status(run_dir, _ending(exc), trainer.step, one_line(exc), trainer.divergence, hook_status(trainer))
+            try:
+                write_status(
+                    run_dir, _ending(exc), trainer.step, failure_reason(exc), trainer.divergence, hook_status(trainer)
+                )
+            except OSError as again:  # a full disk: the run's own error is the one to report
+                log.warning("could not write %s: %s", run_dir / STATUS, reason(again))
         raise
     finally:
         clear_stop()  # a stop request ends this run only, not later work in the same process
@@ -603,6 +616,11 @@ def _train_worker(trainer: Trainer, run_dir: Path, path: Path | None, handle_sig
     with _stop_on_signals(handle_signals):
         trainer.fit()
     return RunResult(run_dir, trainer.step, trainer.completed, path, [])
+
+
+def failure_reason(exc: BaseException) -> str:
+    """What status.json says about the error that ended a run: its one line, as the CLI prints it."""
+    return storage_problem(exc) or one_line(exc)
 
 
 def _ending(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from gan import distributed
 from gan.data import DataBundle
+from gan.errors import storage_problem
 from gan.interrupt import StopRequested, stop_requested
 from gan.losses import ADVERSARIAL_LOSSES, classification_loss, gradient_penalty, r1_penalty, reconstruction_loss
 from gan.norms import clamp_gates_, set_norm_step
@@ -503,11 +504,15 @@ class Trainer:
             except StopRequested:
                 log.info("stop requested during %s's end-of-run work", type(hook).__name__)
             except Exception as exc:
-                if self.failing:
-                    log.exception("%s's end-of-run work failed too", type(hook).__name__)
-                    continue
-                log.exception("%s's end-of-run work failed", type(hook).__name__)
-                failure = failure or exc
+                name, storage = type(hook).__name__, storage_problem(exc)
+                if storage is not None:  # a full disk: one line (in train.log); the caller reports the error
+                    log.info("%s's end-of-run work failed: %s", name, storage)
+                elif self.failing:
+                    log.exception("%s's end-of-run work failed too", name)
+                else:
+                    log.exception("%s's end-of-run work failed", name)
+                if not self.failing:
+                    failure = failure or exc
         if failure is not None:
             raise failure
 

@@ -151,3 +151,29 @@ def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"x" * 100)
     assert ck.remove_stale_temporaries(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "step_00000001.pt"]
+
+
+@pytest.mark.parametrize("free", [0, 1 << 30])
+def test_torch_reporting_a_full_disk_without_errno_becomes_enospc(tmp_path, monkeypatch, free):
+    """torch's zip writer turns the ENOSPC of a full disk into 'RuntimeError: [enforce fail at inline_container.cc]';
+    with (almost) no space left in the folder it is reported as the full disk it is, naming the checkpoint."""
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 184320 vs 184272")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 31, (1 << 31) - free, free))
+    target = tmp_path / "last.pt"
+    if free:  # space left: some other failure, raised as it is
+        with pytest.raises(RuntimeError, match="enforce fail"):
+            ck.atomic_save(_state(1), target)
+    else:
+        with pytest.raises(OSError) as caught:
+            ck.atomic_save(_state(1), target)
+        assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left

@@ -377,3 +377,35 @@ def test_resume_after_a_kill_during_last_pt_takes_the_newest_step_file(tiny_conf
     assert "from step 6" in capsys.readouterr().err
     assert not list(ckpts.glob(".*.tmp"))
     assert load_checkpoint(ckpts / "last.pt")["step"] == 9
+
+
+def test_a_full_disk_during_training_is_one_line(tiny_config, tmp_path, monkeypatch, capsys):
+    """ENOSPC while a checkpoint is written (torch's own error there has no errno: see test_checkpoint): one line
+    naming the file and the full disk, exit 2, no traceback; status.json says the same; the checkpoints written
+    before stay complete."""
+    import errno
+
+    from gan import checkpoint
+
+    real_save, calls = torch.save, []
+
+    def save(obj, f):
+        calls.append(1)
+        if len(calls) > 2:  # step 3's step file and last.pt are written, step 6's is not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    run = tmp_path / "run"
+    assert train_main(["--config", str(tiny_config), "--set", "hooks.fid.every=0", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1]
+        == f"error: {run / 'checkpoints' / 'step_00000006.pt'}: no space left on the device (the disk is full)"
+    )
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and "the disk is full" in status["reason"]
+    monkeypatch.undo()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
+    assert not list((run / "checkpoints").glob(".*tmp"))

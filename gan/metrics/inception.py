@@ -26,7 +26,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan.checkpoint import atomic_save
 from gan.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -351,15 +351,7 @@ def convert_packaged(source: Path, cache: Path) -> Path:
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
         scripted = torch.jit.load(str(source), map_location="cpu")
     state = state_dict_from_packaged({k: v.detach().clone() for k, v in scripted.state_dict().items()}, source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(state, target)
     logger.info("converted %s (sha1 %s...) into %s", source, digest[:12], target)
     return target
 
