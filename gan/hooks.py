@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from gan.checkpoint import FORMAT, save_checkpoint
 from gan.grids import labelled_grid, save_png
+from gan.interrupt import check_stop
 from gan.lipschitz import LipschitzMonitor, adversarial_output, eval_weight, grad_norms, jacobian_norms
 from gan.metrics.evaluation import (
     RealFeatures,
@@ -656,6 +657,7 @@ def spectrum_tags(D: nn.Module, top: int) -> dict[str, torch.Tensor]:
     for name, layer in D.named_modules():
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
+        check_stop()
         weight = eval_weight(layer)
         weight = weight.to(work_dtype(weight.dtype)).movedim(reshape_dim(layer), 0)
         values = torch.linalg.svdvals(weight.reshape(weight.shape[0], -1))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gan.interrupt import check_stop
 from gan.models.modes import evaluating
 from gan.norms import BatchInstanceNorm2d, BatchRenorm2d
 from gan.spectral import autocast_off, effective_weight, has_spectral_norm, reshape_dim, sn_estimate, work_dtype
@@ -152,6 +153,7 @@ def _power_iterate(
     sigma = x.new_zeros(())
     done = 0
     while done < n_iterations:
+        check_stop()  # a Ctrl-C / SIGTERM ends a long measurement within an iteration
         done += 1
         y, ata_x = _adjoint_product(apply, x)
         previous, sigma = sigma, y.norm()  # x has unit norm, so this is the Rayleigh quotient's square root
@@ -225,7 +227,11 @@ def circular_conv_operator_norm(weight: Tensor, input_hw: tuple[int, int], group
     weight = weight.detach().to(work_dtype(weight.dtype))
     transfer = torch.fft.rfft2(weight, s=(height, width)).permute(2, 3, 0, 1)  # (H, W // 2 + 1, out, in), complex
     gram = transfer @ transfer.mH if transfer.shape[-2] <= transfer.shape[-1] else transfer.mH @ transfer
-    return torch.linalg.eigvalsh(gram)[..., -1].max().clamp(min=0).sqrt()
+    tops = []
+    for rows in gram.split(8):  # eight rows of frequencies at a time: a stop request is honoured in between
+        check_stop()
+        tops.append(torch.linalg.eigvalsh(rows)[..., -1].max())
+    return torch.stack(tops).max().clamp(min=0).sqrt()
 
 
 def dense_operator_matrix(layer: nn.Module, input_shape: tuple[int, ...]) -> Tensor:
@@ -460,6 +466,7 @@ class LipschitzMonitor:
         out: dict[str, Tensor] = {}
         bound = 1.0
         for name, layer in adversarial_path(D):
+            check_stop()
             factor = self._layer_factor(name, layer, shapes[name], out)
             if name == "src":
                 # Also cover the summed patch map that grad_norms differentiates (see the class docstring).
@@ -551,6 +558,7 @@ def jacobian_spectral_norm(
         v = torch.where(zero, noise, v)
         best = x.new_zeros(x.shape[0])
         for _ in range(n_iterations):
+            check_stop()
             v = _unit(v)
             with warnings.catch_warnings():
                 # torch's first forward-AD call scripts its jvp decompositions and warns that torch.jit.script is

@@ -289,3 +289,29 @@ def test_interpolates_come_from_the_given_generator(trained: Discriminator) -> N
     first = grad_norms(trained, real, fake, torch.Generator().manual_seed(9))
     second = grad_norms(trained, real, fake, torch.Generator().manual_seed(9))
     assert first == second
+
+
+def test_a_stop_request_ends_every_lipschitz_and_spectrum_measurement():
+    """Ctrl-C / SIGTERM during the step-0 measurements: each long loop checks the stop request (the run then saves
+    and exits within seconds instead of finishing a certificate that takes minutes at 128 px)."""
+    from gan.hooks import spectrum_tags
+    from gan.interrupt import StopRequested, clear_stop, request_stop
+
+    D = apply_spectral_norm(Discriminator(16, 3, conv_dim=4, repeat_num=2))
+    x = torch.randn(2, 3, 16, 16)
+    measurements = {
+        "certificate": lambda: LipschitzMonitor().measure(D, 16),
+        "circular conv norm": lambda: circular_conv_operator_norm(torch.randn(4, 3, 3, 3), (16, 16)),
+        "jacobian": lambda: jacobian_spectral_norm(D, x, 5),
+        "spectrum": lambda: spectrum_tags(D, 3),
+    }
+    request_stop()
+    try:
+        for name, measure in measurements.items():
+            with pytest.raises(StopRequested):
+                measure()
+                pytest.fail(f"{name}: ran to the end after a stop request")
+    finally:
+        clear_stop()
+    for measure in measurements.values():  # and without a request they run
+        measure()

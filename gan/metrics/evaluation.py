@@ -369,6 +369,7 @@ def paired_scores(G: nn.Module, paired: PairedSet, device: torch.device, num_ima
     l1, psnr, num_domains = [], [], paired.targets.size(1)
     with evaluating(G):
         for d in range(num_domains):
+            check_stop()
             keep = src != d
             if not keep.any():
                 continue

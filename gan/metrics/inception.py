@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from gan.checkpoint import atomic_save
 from gan.errors import UserError
+from gan.interrupt import check_stop
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +217,7 @@ class FIDInceptionV3(nn.Module):
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
+            check_stop()  # a batch of 50 takes seconds on a CPU: a stop request is honoured between blocks
             x = getattr(self, f"Mixed_{name}")(x)
         # adaptive_avg_pool2d rather than mean(): the same reduction order as pytorch-fid, so features match bitwise.
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
@@ -347,9 +349,11 @@ def convert_packaged(source: Path, cache: Path) -> Path:
     target = Path(cache) / f"{CONVERTED_PREFIX}{digest[:12]}.pth"
     if target.is_file():
         return target
+    check_stop()  # a few seconds of work in all: a stop request is honoured between its parts
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
         scripted = torch.jit.load(str(source), map_location="cpu")
+    check_stop()
     state = state_dict_from_packaged({k: v.detach().clone() for k, v in scripted.state_dict().items()}, source)
     atomic_save(state, target)
     logger.info("converted %s (sha1 %s...) into %s", source, digest[:12], target)
