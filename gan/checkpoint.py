@@ -191,7 +191,7 @@ def load_marked(
     """A dict saved with a ``format`` marker, read with ``weights_only=True``; every problem (missing, unreadable,
     foreign, incomplete) is a one-line CheckpointError naming the file. ``not_found`` says how to make one."""
     if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a {what} file")
+        raise CheckpointError(f"{path}: is a folder, not a {what.removesuffix(' file')} file")
     if not path.is_file():
         raise CheckpointError(f"{path}: {what} not found{'; ' + not_found if not_found else ''}")
     check_integrity(path, what)

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from gan import distributed
-from gan.errors import UserError, one_line, storage_problem
+from gan.errors import ArgumentParser, UserError, one_line, storage_problem
 from gan.evaluate import evaluate_command
 from gan.run import find_resume, resolve_config, train
 from gan.sweep import FINAL, load_sweep, print_commands, run_status, run_sweep, write_experiment
@@ -82,7 +82,7 @@ def _console_logging() -> None:
 
 # --------------------------------------------------------------------------------------------------------- train
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="train.py",
         description="Train a StarGAN-style translator with a spectrally normalised discriminator.",
         epilog="With no arguments, trains the embedded default (configs/default.yaml) on built-in synthetic data.",

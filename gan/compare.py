@@ -489,11 +489,23 @@ def report_csv(report: dict[str, Any]) -> str:
     return out.getvalue()
 
 
+REPORT_FILES = ("report.md", "report.csv", "report.json")
+PLOT_FILES = (
+    "metric_over_steps.png",
+    "final_values.png",
+    "divergence.png",
+    "lipschitz_upper_bound.png",
+    "grad_norm.png",
+)
+OUTPUT_FILES = REPORT_FILES + PLOT_FILES  # everything write_report writes into its folder
+
+
 def write_report(report: dict[str, Any], runs: list[Run], out: Path) -> list[Path]:
     """report.md, report.csv, report.json and the PNG plots into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {"report.md": report_text(report), "report.csv": report_csv(report)}
-    files["report.json"] = json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n"
+    md, csv, js = REPORT_FILES
+    files = {md: report_text(report), csv: report_csv(report)}
+    files[js] = json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n"
     written = []
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
@@ -570,7 +582,8 @@ def _plot_curves(report: dict[str, Any], groups: dict[str, list[Run]], tags: lis
 def plot_report(report: dict[str, Any], runs: list[Run], out: Path) -> list[Path]:
     groups = _runs_by_group(report, runs)
     order = [g["name"] for g in report["groups"]]
-    paths = [_plot_curves(report, groups, [report["metric"]], out / "metric_over_steps.png", log=False)]
+    curves, finals, divergence, bound, grads = (out / name for name in PLOT_FILES)
+    paths = [_plot_curves(report, groups, [report["metric"]], curves, log=False)]
     # Final values per group: one dot per seed; diverged seeds as red crosses on the top edge.
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(order)), 4.5))
     for i, g in enumerate(report["groups"]):
@@ -587,9 +600,9 @@ def plot_report(report: dict[str, Any], runs: list[Run], out: Path) -> list[Path
     ax.set_title("final value per seed (bar = mean; red x = diverged seed)")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "final_values.png", dpi=110)
+    fig.savefig(finals, dpi=110)
     plt.close(fig)
-    paths.append(out / "final_values.png")
+    paths.append(finals)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(order)), 4))
     ax.bar(range(len(order)), [g["divergence_rate"] for g in report["groups"]], color="C3")
     ax.set_xticks(range(len(order)), order, rotation=70, ha="right", fontsize=7)
@@ -597,10 +610,10 @@ def plot_report(report: dict[str, Any], runs: list[Run], out: Path) -> list[Path
     ax.set_ylabel("share of seeds that diverged")
     ax.set_title("divergence per group")
     fig.tight_layout()
-    fig.savefig(out / "divergence.png", dpi=110)
+    fig.savefig(divergence, dpi=110)
     plt.close(fig)
-    paths.append(out / "divergence.png")
-    paths.append(_plot_curves(report, groups, ["lipschitz/D/upper_bound"], out / "lipschitz_upper_bound.png", True))
+    paths.append(divergence)
+    paths.append(_plot_curves(report, groups, ["lipschitz/D/upper_bound"], bound, True))
     grad_tags = ["stability/grad_norm/max", "lipschitz/D/grad_norm/interp"]
-    paths.append(_plot_curves(report, groups, grad_tags, out / "grad_norm.png", log=True))
+    paths.append(_plot_curves(report, groups, grad_tags, grads, log=True))
     return paths

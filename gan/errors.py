@@ -1,7 +1,9 @@
 """Errors caused by what a user gave us (a config, an image, a checkpoint): the CLIs print them in one line."""
 
+import argparse
 import errno
 import os
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -18,6 +20,19 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, corrupt or does not match the run."""
+
+
+class UsageError(UserError):
+    """A command line argparse refused (an unknown option, a missing or malformed value)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are UsageErrors: one line (``train.py: argument --workers: invalid int value: 'x'``,
+    pointing to ``--help``) like every other error of the CLIs, instead of argparse's usage block and its own exit.
+    Its sub-command parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def reason(exc: BaseException, limit: int | None = None) -> str:

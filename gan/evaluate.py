@@ -10,9 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gan.compare import compare_runs, find_runs, report_text, write_report
-from gan.errors import UserError
+from gan.compare import OUTPUT_FILES, compare_runs, find_runs, report_text, write_report
+from gan.data import IMAGE_SUFFIXES
+from gan.errors import ArgumentParser, UserError
+from gan.metrics.classifier import classifier_path
 from gan.metrics.evaluation import TranslationScores, value_span
+from gan.outputs import check_output_file, check_output_folder
 from gan.run import (
     MAX_SIDE,
     MIN_SIDE,
@@ -24,6 +27,7 @@ from gan.run import (
     metric_config,
     paired_l1_of,
     pick_device,
+    run_dir_of,
     save_folder_stats,
     train_checkpoint_classifier,
     translate_files,
@@ -32,7 +36,7 @@ from gan.run import (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description="Evaluate or apply a trained spectral-gan model.")
+    p = ArgumentParser(prog="evaluate.py", description="Evaluate or apply a trained spectral-gan model.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("translate", help="translate an image or a folder of images into target domains")
@@ -148,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 def compare_command(args: argparse.Namespace) -> int:
     if args.tolerance < 0:
         raise UserError(f"--tolerance: must be >= 0, got {args.tolerance}")
+    if args.out is not None:
+        check_output_folder(args.out, "--out", hint="give a folder for report.md, report.csv, report.json and plots")
+        for name in OUTPUT_FILES:  # a folder or a read-only file where one of them goes
+            check_output_file(args.out / name, "--out", hint="remove it or give another --out")
     runs = find_runs(args.paths)  # read once: the report and its plots use the same runs
     report = compare_runs(runs, args.metric, args.mode, args.baseline, args.threshold, args.tolerance)
     if args.out is not None:
@@ -213,6 +221,7 @@ def _describe(info: dict[str, Any]) -> str:
 
 def translate(args: argparse.Namespace) -> int:
     size = translate_size(args.size)  # a bad --size is reported before the inputs are looked at
+    _check_translate_out(args.out)
     files = input_files(args.input)
     n = translate_files(
         args.checkpoint,
@@ -227,6 +236,16 @@ def translate(args: argparse.Namespace) -> int:
     )
     print(f"wrote {n} image(s) to {args.out}")
     return 0
+
+
+def _check_translate_out(out: Path) -> None:
+    """An image suffix names the output file (gan.run decides whether one input and one target can fill it); any
+    other --out is a folder. An existing file without --force is refused by gan.run, with its count of outputs."""
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        hint = f"give an image file name or a folder without the {out.suffix} suffix"
+        check_output_file(out, "--out", force=True, hint=hint)
+    else:
+        check_output_folder(out, "--out", hint="name a folder, or an image file (e.g. out.png)")
 
 
 def paired_l1_command(args: argparse.Namespace) -> int:
@@ -249,14 +268,19 @@ def kid_command(args: argparse.Namespace) -> int:
 
 
 def _distance_command(args: argparse.Namespace, metric: str) -> int:
+    save_stats = metric == "fid" and args.save_stats
     if args.checkpoint is not None:
         if args.paths:
             raise UserError(f"{metric}: give two paths or --checkpoint, not both")
+        if save_stats:
+            raise UserError("--save-stats: writes the statistics of a folder (FOLDER OUT.npz), not of --checkpoint")
         return _checkpoint_command(args, metric)
     if len(args.paths) != 2:
         raise UserError(f"{metric}: give two image folders (for fid also .npz statistics), or --checkpoint")
+    if save_stats:
+        check_output_file(args.paths[1], "--save-stats", args.force, hint="give a file name ending in .npz")
     cfg, device = metric_config(**_metric_options(args)), pick_device(args.device)
-    if metric == "fid" and args.save_stats:
+    if save_stats:
         result = save_folder_stats(args.paths[0], args.paths[1], cfg, device, args.force)
         text = f"wrote statistics of {result['num_images']} images ({_describe(result)}) to {result['stats']}"
     elif metric == "kid":
@@ -278,6 +302,8 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
     """fid / kid / accuracy of a checkpoint's translations, per target domain (see gan.metrics.evaluation)."""
     _positive(args, "num_images", minimum=1 if metric == "accuracy" else 2)  # a covariance needs two images
     options = _metric_options(args)
+    if options["stats_cache"] and not getattr(args, "no_cache", False):
+        check_output_folder(Path(options["stats_cache"]), "--stats-cache")
     scores, step = evaluate_checkpoint(
         args.checkpoint,
         options,
@@ -327,6 +353,7 @@ def accuracy_command(args: argparse.Namespace) -> int:
 
 def train_classifier_command(args: argparse.Namespace) -> int:
     _positive(args, "steps")
+    _check_classifier_out(args.checkpoint, args.out)
     out, report = train_checkpoint_classifier(args.checkpoint, pick_device(args.device), args.out, args.steps)
     result = {"classifier": str(out), **report.to_dict()}
     per_domain = ", ".join(f"{k} {v:.3f}" for k, v in report.per_domain.items())
@@ -337,6 +364,20 @@ def train_classifier_command(args: argparse.Namespace) -> int:
         f"({per_domain}); {report.train_steps} steps in {report.seconds:.1f} s; saved to {out}",
     )
     return 0
+
+
+def _check_classifier_out(checkpoint: Path, out: Path | None) -> None:
+    """train-classifier replaces its output file (no --force); never the checkpoint itself. The default, in the
+    checkpoint's run folder, is checked once the checkpoint exists (otherwise loading it says what is missing)."""
+    if out is None:
+        if not checkpoint.is_file():
+            return
+        out, option = classifier_path(run_dir_of(checkpoint)), "--out (default)"
+    else:
+        option = "--out"
+    check_output_file(out, option, force=True, hint="give a file name (e.g. classifier.pt)")
+    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
+        raise UserError(f"{option} {out}: is the checkpoint given as --checkpoint; give another file name")
 
 
 COMMANDS = {

@@ -82,6 +82,7 @@ from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, sa
 from gan.metrics.inception import find_weights
 from gan.metrics.kid import kernel_inception_distance
 from gan.models.modes import evaluating
+from gan.outputs import check_output_file, check_output_folder
 from gan.trainer import DivergedError, Trainer, lr_factor
 from gan.writers import RunWriter, event_folder, has_events, last_values, write_summaries
 
@@ -197,14 +198,7 @@ def _check_run_dir(run_dir: Path, checkpoint: Path | None, state: dict[str, Any]
     logs and overwrite or rotate away later checkpoints (branch into a new --run-dir instead). A checkpoint is not
     continued in a folder that holds another run's files either (its config, logs or events, from an attempt that
     stopped before its first checkpoint): they would be replaced."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--run-dir {run_dir}: is a file, not a folder")
-    for parent in run_dir.parents:
-        if parent.exists() and not parent.is_dir():
-            raise UserError(f"--run-dir {run_dir}: {parent} is a file, not a folder")
-    nearest = next(p for p in [run_dir, *run_dir.parents] if p.exists())
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise UserError(f"--run-dir {run_dir}: permission denied: cannot write in {nearest}")
+    check_output_folder(run_dir, "--run-dir")  # not a file, nor under one; writable or creatable
     folder = run_dir / "checkpoints"
     existing = latest(folder)
     if existing is None:
@@ -1116,6 +1110,8 @@ def _translation_outputs(inputs: list[Path], targets: list[str], out: Path, sing
         raise UserError(
             f"--out: {existing[0]} exists ({len(existing)} of {len(outputs)} outputs); add --force to overwrite"
         )
+    for path in outputs:  # a folder, pipe or read-only file where an output goes: one line, before any work
+        check_output_file(path, "--out", force=True, hint="remove it or give another --out")
     return outputs
 
 

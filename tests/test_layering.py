@@ -11,13 +11,15 @@ GAN = Path(__file__).resolve().parent.parent / "gan"
 
 # Layers, bottom to top. A module may import gan modules of its own layer or a lower one, never a higher one.
 LAYERS = [
-    # checkpoint: atomic files; hparams: TensorBoard protos; tags: what each tag means; grids: labelled PNG grids
+    # checkpoint: atomic files; outputs: output paths checked before work; hparams: TensorBoard protos; tags: what
+    # each tag means; grids: labelled PNG grids
     {
         "gan.errors",
         "gan.registry",
         "gan.interrupt",
         "gan.labels",
         "gan.checkpoint",
+        "gan.outputs",
         "gan.hparams",
         "gan.tags",
         "gan.grids",
