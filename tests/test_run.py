@@ -468,7 +468,7 @@ def test_resume_into_a_folder_with_another_runs_files_is_refused(tiny_config, tm
 
 @pytest.mark.parametrize("where", ["file", "under-file", "unwritable"])
 def test_a_run_dir_that_cannot_be_a_folder_is_one_line(tiny_config, tmp_path, monkeypatch, where):
-    from gan import run as run_module
+    from gan import outputs
 
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
@@ -477,7 +477,7 @@ def test_a_run_dir_that_cannot_be_a_folder_is_one_line(tiny_config, tmp_path, mo
     if where == "unwritable":
         (tmp_path / "ro").mkdir()
         real = os.access
-        monkeypatch.setattr(run_module.os, "access", lambda p, mode: real(p, mode) and Path(p).name != "ro")
+        monkeypatch.setattr(outputs.os, "access", lambda p, mode: real(p, mode) and Path(p).name != "ro")
     with pytest.raises(UserError, match=rf"--run-dir .*{message[where]}"):
         train(_tiny(tiny_config), run_dir, handle_signals=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
