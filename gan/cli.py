@@ -29,7 +29,8 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int
     try:
         return main(list(sys.argv[1:] if argv is None else argv))
     except UserError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        if not _other_rank():  # under torchrun rank 0 says it once: every rank has the same input
+            print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a full disk, missing permissions: reported as such, in one line
         problem = storage_problem(exc)
@@ -40,6 +41,12 @@ def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None) -> int
     except BrokenPipeError:  # the reader went away (`... --print-commands | head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
+
+
+def _other_rank() -> bool:
+    """A process of a torchrun launch other than rank 0. Every rank reads the same command line and config, and rank
+    0 makes the run folder's checks and shares their outcome, so a UserError is the same on all of them."""
+    return distributed.launched() and os.environ.get("RANK", "0") != "0"
 
 
 class _Stderr(logging.StreamHandler):
@@ -74,7 +81,7 @@ def _console_logging() -> None:
         console.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         logger.addHandler(console)
     logger.setLevel(logging.INFO)
-    if distributed.launched() and os.environ.get("RANK", "0") != "0":
+    if _other_rank():
         for handler in logger.handlers:  # torchrun: rank 0 speaks for the run; the others only report errors
             if isinstance(handler, _Stderr):
                 handler.setLevel(logging.ERROR)

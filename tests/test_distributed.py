@@ -168,3 +168,19 @@ def test_a_divergence_on_rank_0_stops_every_rank(tiny_config, tmp_path):
     assert "error: diverged at step 0" in done.stderr
     assert "error: rank 1: another process failed at step 0 (see rank 0)" in done.stderr
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--set", "train.batch_size=0"], "train.batch_size"),  # refused by every rank before the group forms
+        (["--resume", "nowhere.pt"], "nowhere.pt"),  # found by rank 0, shared with the others
+    ],
+)
+def test_bad_input_under_torchrun_is_said_once(tiny_config, tmp_path, args, needle):
+    (tmp_path / "tiny.yaml").write_text(tiny_config.read_text())
+    done = _train(tmp_path, "run", 2, *args, expect=1)  # torchrun's own code for a failed worker
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], done.stderr[-3000:]
+    assert str(REPO / "gan") not in done.stderr  # no traceback of ours (torchrun prints its own ChildFailedError)
