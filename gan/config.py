@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from gan.data.links import FOLLOW_LINKS
 from gan.data.synthetic import STYLES
 from gan.errors import ConfigError
 from gan.losses import ADVERSARIAL_LOSSES
@@ -96,6 +97,7 @@ class DataConfig:
     crop_size: int = _opt(0, min=0, max=8192)
     num_workers: int = _opt(0, min=0, max=64)
     skip_bad_images: bool = False
+    follow_links: str = _opt("inside", choices=FOLLOW_LINKS)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
     celeba: CelebAConfig = field(default_factory=CelebAConfig)

@@ -687,7 +687,7 @@ def _train_in(
     start = trainer.step if state is not None else None
     with _run_log(run_dir):
         if data.skipped:
-            log.warning("skipped %d unreadable images (data.skip_bad_images)", data.skipped)
+            log.warning("skipped %d unreadable images or refused links (data.skip_bad_images)", data.skipped)
         if state is not None:
             log.info("resumed at step %d from %s", trainer.step, path)
         # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail. A new

@@ -5,16 +5,20 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import random
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from gan.build import build_data
-from gan.config import CelebAConfig, DataConfig, FolderConfig, SyntheticConfig
+from gan.config import CelebAConfig, DataConfig, FolderConfig, SyntheticConfig, load_config
 from gan.data import DataBundle, image_transform, render
+from gan.data.base import image_dimensions, is_readable, list_images, load_rgb
 from gan.data.synthetic import STYLES, random_content, stream_generator
 from gan.errors import ConfigError, DataError
 
@@ -37,6 +41,14 @@ def all_items(dataset: torch.utils.data.Dataset) -> tuple[torch.Tensor, torch.Te
 def write_image(path: Path, rgb: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (12, 10)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, rgb).save(path)
+    return path
+
+
+def write_noise(path: Path, size: int = 32, mode: str = "RGB") -> Path:
+    """An image of seeded noise: it does not compress, so cutting its file's tail cuts into the pixel data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path)
     return path
 
 
@@ -270,8 +282,8 @@ def test_corrupt_image_raises_when_read_naming_the_file(tmp_path: Path) -> None:
 def test_skip_bad_images_drops_and_counts_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_domains(tmp_path, {"a": 3, "b": 3})
     (tmp_path / "a" / "bad1.png").write_bytes(b"garbage")
-    good = write_image(tmp_path / "b" / "truncated.png", size=(16, 16))
-    good.write_bytes(good.read_bytes()[:-20])  # cut into the IEND chunk: verify() rejects it
+    truncated = write_noise(tmp_path / "b" / "truncated.png")
+    truncated.write_bytes(truncated.read_bytes()[:-200])  # cut into the pixel data
     config = dataclasses.replace(folder_config(tmp_path, test_ratio=0.0), skip_bad_images=True)
     with caplog.at_level(logging.WARNING):
         bundle = build_data(config)
@@ -449,10 +461,6 @@ def _png(path: Path, size: int = 8) -> Path:
 
 def test_only_regular_files_are_listed(tmp_path):
     """A FIFO named like an image would block the loader forever: it is not an image file."""
-    import os
-
-    from gan.data.base import list_images
-
     _png(tmp_path / "a" / "x.png")
     os.mkfifo(tmp_path / "a" / "fifo.png")
     (tmp_path / "a" / "sub").mkdir()
@@ -461,25 +469,8 @@ def test_only_regular_files_are_listed(tmp_path):
     assert [p.name for p in list_images(tmp_path / "a", recursive=True)] == ["x.png"]
 
 
-def test_links_are_not_followed_in_cycles_or_out_of_the_folder(tmp_path):
-    """a/loop -> .. used to relabel and duplicate a whole dataset (574 images instead of 14)."""
-    from gan.data.base import list_images
-
-    _png(tmp_path / "a" / "1.png")
-    _png(tmp_path / "a" / "inner" / "2.png")
-    _png(tmp_path / "b" / "3.png")
-    (tmp_path / "a" / "loop").symlink_to("..")  # out of the folder, and a cycle through the parent
-    (tmp_path / "a" / "self").symlink_to(".")  # a cycle
-    (tmp_path / "a" / "other").symlink_to(tmp_path / "b")  # another class's folder
-    (tmp_path / "a" / "again").symlink_to("inner")  # inside, but listed already
-    names = [p.relative_to(tmp_path / "a").as_posix() for p in list_images(tmp_path / "a", recursive=True)]
-    assert sorted(names) in (["1.png", "inner/2.png"], ["1.png", "again/2.png"])
-
-
 @pytest.mark.parametrize("limit", [300, 150])  # 400 px: PIL warns above the limit and refuses above twice it
 def test_decompression_bombs_are_refused(tmp_path, monkeypatch, limit):
-    from gan.data.base import image_dimensions, is_readable, load_rgb
-
     path = _png(tmp_path / "bomb.png", size=20)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
     with pytest.raises(DataError, match="bomb.png: cannot read image"):
@@ -487,3 +478,359 @@ def test_decompression_bombs_are_refused(tmp_path, monkeypatch, limit):
     with pytest.raises(DataError, match="bomb.png: cannot read image"):
         image_dimensions(path)
     assert not is_readable(path)  # skip_bad_images skips it
+
+
+# ------------------------------------------------------------------------------------- bit depths and image modes
+RAMP = np.arange(65536, dtype=np.int64).reshape(256, 256)  # every 16-bit value once
+RAMP_8 = np.rint(RAMP * 255 / 65535).astype(np.uint8)  # value * 255 / 65535, rounded (no ties occur)
+
+
+def write_pgm(path: Path, values: np.ndarray) -> Path:
+    """A binary 16-bit PGM (maxval 65535): PIL reads it as mode "I"."""
+    header = f"P5\n{values.shape[1]} {values.shape[0]}\n65535\n".encode()
+    path.write_bytes(header + values.astype(">u2").tobytes())
+    return path
+
+
+def write_raw_png(path: Path, samples: np.ndarray, colour_type: int) -> Path:
+    """A 16-bit-per-sample PNG written byte by byte (PIL cannot write 48/64-bit PNGs): ``samples`` is (H, W, C)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = samples.shape[:2]
+    rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in samples)  # filter type 0 on every row
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def sixteen_bit(tmp_path: Path, kind: str) -> Path:
+    """The 16-bit ramp in one of the files that PIL opens in a 16-bit integer mode."""
+    if kind == "pgm":
+        return write_pgm(tmp_path / "ramp.pgm", RAMP)
+    path = tmp_path / f"ramp.{kind.split('-')[0]}"
+    image = {
+        "png": lambda: Image.fromarray(RAMP.astype(np.uint16)),  # I;16
+        "tif": lambda: Image.fromarray(RAMP.astype(np.uint16)),  # I;16
+        "tif-big-endian": lambda: Image.frombytes("I;16B", (256, 256), RAMP.astype(">u2").tobytes()),
+        "tif-32-bit": lambda: Image.fromarray(RAMP.astype(np.int32)),  # I, values within 16 bits
+    }[kind]()
+    image.save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "mode"),
+    [("png", "I;16"), ("tif", "I;16"), ("tif-big-endian", "I;16B"), ("tif-32-bit", "I"), ("pgm", "I")],
+)
+def test_16_bit_grayscale_is_scaled_to_8_bits(tmp_path: Path, kind: str, mode: str) -> None:
+    path = sixteen_bit(tmp_path, kind)
+    with Image.open(path) as image:
+        assert image.mode == mode  # the PIL mode this test is about
+    rgb = np.asarray(load_rgb(path))
+    assert rgb.dtype == np.uint8 and rgb.shape == (256, 256, 3)
+    for channel in range(3):
+        np.testing.assert_array_equal(rgb[..., channel], RAMP_8)
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255 and rgb[0, 128, 0] == 0 and rgb[0, 129, 0] == 1
+    assert is_readable(path)
+
+
+@pytest.mark.parametrize(("colour_type", "channels", "mode"), [(2, 3, "RGB"), (6, 4, "RGBA"), (4, 2, "RGBA")])
+def test_16_bit_colour_png_is_reduced_by_pil_to_its_high_bytes(tmp_path: Path, colour_type, channels, mode) -> None:
+    """48-bit RGB, 64-bit RGBA and 32-bit gray+alpha PNGs: PIL itself keeps the high byte of each sample (value >> 8,
+    at most one level below the rounding of 16-bit grayscale), never a clipped white image."""
+    values = np.array([[0, 200, 257, 383, 32767, 32768, 65279, 65535]], dtype=np.int64)
+    samples = np.repeat(values[..., None], channels, axis=-1)
+    path = write_raw_png(tmp_path / "deep.png", samples, colour_type)
+    with Image.open(path) as image:
+        assert image.mode == mode
+    rgb = np.asarray(load_rgb(path))
+    np.testing.assert_array_equal(rgb, np.repeat((values >> 8)[..., None], 3, axis=-1).astype(np.uint8))
+
+
+def test_16_bit_ppm_is_scaled_like_16_bit_grayscale(tmp_path: Path) -> None:
+    """PIL scales a PPM by its maxval, rounded: the same rule as load_rgb's for 16-bit grayscale."""
+    path = tmp_path / "deep.ppm"
+    path.write_bytes(b"P6\n256 256\n65535\n" + np.repeat(RAMP[..., None], 3, axis=-1).astype(">u2").tobytes())
+    np.testing.assert_array_equal(np.asarray(load_rgb(path)), np.repeat(RAMP_8[..., None], 3, axis=-1))
+
+
+def test_8_bit_modes_convert_as_pil_does(tmp_path: Path) -> None:
+    for mode in ("1", "L", "LA", "P", "RGBA", "CMYK", "YCbCr"):
+        path = write_noise(tmp_path / f"{mode}.tif", mode=mode)
+        with Image.open(path) as image:
+            assert image.mode == mode
+            expected = np.asarray(image.convert("RGB"))
+        np.testing.assert_array_equal(np.asarray(load_rgb(path)), expected)
+
+
+def refused_image(tmp_path: Path, kind: str) -> Path:
+    """Files that load_rgb refuses by name."""
+    path = tmp_path / f"{kind}.tif"
+    if kind == "float":
+        Image.fromarray(np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)).save(path)
+    elif kind == "int32-large":
+        Image.fromarray(np.array([[0, 70_000]], dtype=np.int32)).save(path)
+    elif kind == "int-negative":
+        Image.fromarray(np.array([[-5, 7]], dtype=np.int32)).save(path)
+    elif kind == "lab":
+        Image.new("LAB", (4, 4), (100, 128, 128)).save(path)
+    elif kind == "truncated-jpeg":
+        path = write_noise(tmp_path / "cut.jpg")
+        path.write_bytes(path.read_bytes()[:-200])
+    elif kind == "truncated-png":
+        path = write_noise(tmp_path / "cut.png")
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    elif kind == "garbage":
+        path = tmp_path / "garbage.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return path
+
+
+REFUSALS = {
+    "float": "32-bit float image; convert it to 8-bit or 16-bit first",
+    "int32-large": "32-bit integer image with values 0..70000, outside 0..65535; convert it to 8-bit or 16-bit first",
+    "int-negative": "32-bit integer image with values -5..7, outside 0..65535",
+    "lab": r"LAB image \(no RGB conversion here\); convert it to 8-bit RGB first",
+    "truncated-jpeg": r"cannot read image \(image file is truncated",
+    "truncated-png": r"cannot read image \(image file is truncated",
+    "garbage": r"cannot read image \(cannot identify image file",
+}
+
+
+@pytest.mark.parametrize("kind", list(REFUSALS))
+def test_refused_images_are_one_line_errors_and_skipped_alike(tmp_path: Path, kind: str) -> None:
+    """One rule: what load_rgb refuses is what the skip_bad_images check skips (a full decode: a truncated JPEG
+    or PNG passes PIL's verify() but not the loading)."""
+    path = refused_image(tmp_path, kind)
+    with pytest.raises(DataError, match=REFUSALS[kind]) as info:
+        load_rgb(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert not is_readable(path)
+
+
+def test_truncated_pngs_tail_without_pixels_is_read(tmp_path: Path) -> None:
+    """A PNG cut after its last pixel row (IEND and the checksums gone) still decodes every pixel, in training as in
+    the skip check."""
+    path = write_noise(tmp_path / "tail.png")
+    pixels = np.asarray(load_rgb(path))
+    path.write_bytes(path.read_bytes()[:-16])
+    np.testing.assert_array_equal(np.asarray(load_rgb(path)), pixels)
+    assert is_readable(path)
+
+
+@pytest.mark.parametrize("kind", ["truncated-jpeg", "truncated-png", "float", "int32-large"])
+def test_bad_images_stop_training_or_are_skipped_and_counted(tmp_path: Path, caplog, kind: str) -> None:
+    write_domains(tmp_path, {"a": 3, "b": 3})
+    bad = refused_image(tmp_path / "b", kind)
+    config = folder_config(tmp_path, test_ratio=0.0)
+    bundle = build_data(config)  # lazy: a bad file fails when it is read, naming it
+    with pytest.raises(DataError, match=f"{bad.name}: ") as info:
+        bundle.train[bundle.train.paths.index(bad)]
+    assert "\n" not in str(info.value)
+    with caplog.at_level(logging.WARNING):
+        skipping = build_data(dataclasses.replace(config, skip_bad_images=True))
+    assert skipping.skipped == 1 and bad not in skipping.train.paths and len(skipping.train) == 6
+    assert f"skipping {bad}: " in caplog.text
+
+
+def test_celeba_skips_16_bit_float_images_and_reads_16_bit_ones(tmp_path: Path) -> None:
+    config = write_celeba(tmp_path)
+    images = Path(config.celeba.image_dir)
+    Image.fromarray(np.full((12, 10), 65535, dtype=np.uint16)).save(images / "000003.jpg", format="PNG")
+    refused_image(tmp_path, "float").replace(images / "000004.jpg")
+    bundle = build_data(dataclasses.replace(config, skip_bad_images=True))
+    paths = bundle.train.paths + bundle.test.paths
+    assert bundle.skipped == 1 and images / "000004.jpg" not in paths and images / "000003.jpg" in paths
+    assert (np.asarray(load_rgb(images / "000003.jpg")) == 255).all()
+
+
+def test_nothing_loads_truncated_images() -> None:
+    """PIL decodes truncated files silently (the missing part grey) once ImageFile.LOAD_TRUNCATED_IMAGES is set:
+    no module of ours may set it."""
+    import gan.build  # noqa: F401
+    import gan.evaluate  # noqa: F401
+    import gan.metrics.features  # noqa: F401
+    import gan.run  # noqa: F401
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    for source in Path(gan.build.__file__).parent.rglob("*.py"):
+        assert not re.search(r"LOAD_TRUNCATED_IMAGES\s*=[^=]", source.read_text(encoding="utf-8")), source
+
+
+# ------------------------------------------------------------------------------------------------ data.follow_links
+def link(path: Path, target: Path | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(target, path)
+    return path
+
+
+def linked_config(root: Path, follow_links: str = "inside", skip: bool = False, **changes: object) -> DataConfig:
+    config = folder_config(root, test_ratio=0.0, **changes)
+    return dataclasses.replace(config, follow_links=follow_links, skip_bad_images=skip)
+
+
+def labelled(bundle: DataBundle, root: Path) -> dict[str, str]:
+    """Each training file, relative to ``root`` -> its domain."""
+    return {
+        path.relative_to(root).as_posix(): bundle.domains[int(label)]
+        for path, label in zip(bundle.train.paths, bundle.train.labels)
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    """A shared image store outside the dataset (``data/``), with a red and a blue image."""
+    write_image(tmp_path / "store" / "red.png", (255, 0, 0))
+    write_image(tmp_path / "store" / "sub" / "blue.png", (0, 0, 255))
+    write_domains(tmp_path / "data", {"a": 2, "b": 2})
+    return tmp_path / "store"
+
+
+@pytest.mark.parametrize("target", ["red.png", "sub"])
+def test_links_out_of_the_domain_folder_are_refused_by_default(store: Path, target: str) -> None:
+    root = store.parent / "data"
+    made = link(root / "a" / ("x.png" if target == "red.png" else "x"), store / target)
+    with pytest.raises(DataError) as info:
+        build_data(linked_config(root))
+    assert str(info.value) == (
+        f"{made}: a link to {store / target}, outside the domain folder {root / 'a'}; "
+        "set data.follow_links: anywhere to allow links out of the domain folder"
+    )
+
+
+@pytest.mark.parametrize("target", ["red.png", "sub"])
+def test_refused_links_are_skipped_and_counted_with_skip_bad_images(store: Path, caplog, target: str) -> None:
+    root = store.parent / "data"
+    made = link(root / "a" / ("x.png" if target == "red.png" else "x"), store / target)
+    with caplog.at_level(logging.WARNING):
+        bundle = build_data(linked_config(root, skip=True))
+    assert bundle.skipped == 1 and len(bundle.train) == 4  # a refused folder link counts once
+    assert f"skipping {made}: a link to {store / target}, outside the domain folder" in caplog.text
+
+
+def test_anywhere_follows_links_out_of_the_domain_folder(store: Path) -> None:
+    root = store.parent / "data"
+    link(root / "a" / "red.png", store / "red.png")
+    link(root / "b" / "shared", store)
+    bundle = build_data(linked_config(root, "anywhere"))
+    assert labelled(bundle, root) == {
+        "a/000.png": "a", "a/001.png": "a", "a/red.png": "a",
+        "b/000.png": "b", "b/001.png": "b", "b/shared/red.png": "b", "b/shared/sub/blue.png": "b",
+    }  # fmt: skip
+    index = bundle.train.paths.index(root / "a" / "red.png")
+    assert (bundle.train[(index, False)][0][0] == 1).all()  # the target's pixels: pure red
+
+
+@pytest.mark.parametrize("follow_links", ["inside", "anywhere"])
+@pytest.mark.parametrize(("name", "target"), [("x.png", "b/000.png"), ("other", "b"), ("deep", "b/..")])
+def test_links_into_another_domain_folder_are_always_refused(
+    tmp_path: Path, follow_links: str, name: str, target: str
+) -> None:
+    """a/x.png -> b/000.png would give b's image a's label too; a/deep -> b/.. (the dataset root) reaches b inside."""
+    write_domains(tmp_path, {"a": 2, "b": 2})
+    made = link(tmp_path / "a" / name, tmp_path / target)
+    if target == "b/.." and follow_links == "inside":
+        message = f"{made}: a link to {tmp_path}, outside the domain folder"
+    elif target == "b/..":
+        message = f"{made / 'b'}: leads to {tmp_path / 'b'}, inside {tmp_path / 'b'}, another domain folder"
+    else:
+        message = f"{made}: a link to {(tmp_path / target).resolve()}, inside {tmp_path / 'b'}, another domain folder"
+    with pytest.raises(DataError, match=re.escape(message)) as info:
+        build_data(linked_config(tmp_path, follow_links))
+    assert "\n" not in str(info.value)
+    skipping = build_data(linked_config(tmp_path, follow_links, skip=True))
+    assert skipping.skipped == 1 and len(skipping.train) == 4
+    assert all(path.parent.name == skipping.domains[int(label)] for path, label in
+               zip(skipping.train.paths, skipping.train.labels))  # fmt: skip
+
+
+@pytest.mark.parametrize("follow_links", ["inside", "anywhere"])
+def test_a_training_link_to_a_test_image_is_refused(tmp_path: Path, follow_links: str) -> None:
+    write_domains(tmp_path / "train", {"a": 2, "b": 2})
+    write_domains(tmp_path / "test", {"a": 1, "b": 1})
+    made = link(tmp_path / "train" / "a" / "leak.png", tmp_path / "test" / "a" / "000.png")
+    with pytest.raises(DataError, match=re.escape(f"{made}: a link to {tmp_path / 'test' / 'a' / '000.png'}, inside")):
+        build_data(linked_config(tmp_path, follow_links, split="folders"))
+
+
+@pytest.mark.parametrize("follow_links", ["inside", "anywhere"])
+def test_cycles_and_second_links_to_a_folder_are_listed_once(tmp_path: Path, caplog, follow_links: str) -> None:
+    write_image(tmp_path / "a" / "1.png")
+    write_image(tmp_path / "a" / "inner" / "2.png")
+    write_image(tmp_path / "b" / "3.png")
+    link(tmp_path / "a" / "self", ".")  # a cycle
+    link(tmp_path / "a" / "again", "inner")  # inside, but listed already
+    link(tmp_path / "a" / "inner" / "up", "..")  # a cycle through the parent
+    with caplog.at_level(logging.WARNING):
+        bundle = build_data(linked_config(tmp_path, follow_links))
+    assert bundle.skipped == 0 and labelled(bundle, tmp_path) == {"a/1.png": "a", "a/inner/2.png": "a", "b/3.png": "b"}
+    assert caplog.text.count("a folder already listed") == 3
+
+
+def test_a_domain_folder_may_be_a_link_but_not_to_another_domain(tmp_path: Path) -> None:
+    write_domains(tmp_path / "store", {"a": 2, "b": 1})
+    link(tmp_path / "data" / "a", tmp_path / "store" / "a")  # the whole domain folder elsewhere: fine by default
+    write_domains(tmp_path / "data", {"b": 2})
+    assert len(build_data(linked_config(tmp_path / "data")).train) == 4
+    link(tmp_path / "data" / "c", tmp_path / "store" / "a")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'data' / 'a'}: the same folder as")):
+        build_data(linked_config(tmp_path / "data", "anywhere"))
+
+
+def test_broken_links_named_like_images_are_bad_images(tmp_path: Path) -> None:
+    write_domains(tmp_path, {"a": 2, "b": 2})
+    made = link(tmp_path / "a" / "gone.png", tmp_path / "nowhere.png")
+    link(tmp_path / "a" / "notes", tmp_path / "nowhere")  # not an image name: ignored
+    with pytest.raises(DataError, match=re.escape(f"{made}: a broken link")):
+        build_data(linked_config(tmp_path, "anywhere"))
+    assert build_data(linked_config(tmp_path, skip=True)).skipped == 1
+
+
+def test_list_images_applies_the_rule_when_recursive(store: Path) -> None:
+    folder = store.parent / "data" / "a"
+    link(folder / "red.png", store / "red.png")
+    with pytest.raises(DataError, match="outside the domain folder"):
+        list_images(folder, recursive=True)
+    assert [p.name for p in list_images(folder)] == ["000.png", "001.png", "red.png"]  # flat folders: no labels
+
+
+def test_follow_links_is_checked_by_the_config(tmp_path: Path) -> None:
+    assert load_config(overrides=["data.follow_links=anywhere"]).data.follow_links == "anywhere"
+    with pytest.raises(ConfigError, match="data.follow_links: unknown name 'outside'.*choose one of: inside, anywhere"):
+        load_config(overrides=["data.follow_links=outside"])
+    write_domains(tmp_path, {"a": 1})
+    with pytest.raises(ConfigError, match="data.follow_links: unknown value 'sideways'"):
+        build_data(linked_config(tmp_path, "sideways"))
+
+
+@pytest.mark.parametrize(("follow_links", "skip"), [("inside", False), ("inside", True), ("anywhere", False)])
+def test_celeba_image_folder_is_the_domain_folder(store: Path, follow_links: str, skip: bool) -> None:
+    config = write_celeba(store.parent / "celeba")
+    images = Path(config.celeba.image_dir)
+    (images / "000005.jpg").unlink()
+    made = link(images / "000005.jpg", store / "red.png")
+    config = dataclasses.replace(config, follow_links=follow_links, skip_bad_images=skip)
+    if follow_links == "inside" and not skip:
+        with pytest.raises(DataError, match=re.escape(f"{made}: a link to {store / 'red.png'}, outside the domain")):
+            build_data(config)
+        return
+    bundle = build_data(config)
+    paths = bundle.train.paths + bundle.test.paths
+    assert (made in paths) is (follow_links == "anywhere") and bundle.skipped == (1 if skip else 0)
+
+
+def test_celeba_names_leading_out_of_the_image_folder_are_refused(store: Path) -> None:
+    config = write_celeba(store.parent / "celeba", n=5)
+    attr_file, images = Path(config.celeba.attr_file), Path(config.celeba.image_dir)
+    attr_file.write_text(attr_file.read_text().replace("000002.jpg", "../../store/red.png"))
+    message = f"{images / '../../store/red.png'}: leads to {store / 'red.png'}, outside the domain folder {images}"
+    with pytest.raises(DataError, match=re.escape(message)):
+        build_data(config)
+    assert len(build_data(dataclasses.replace(config, follow_links="anywhere")).test) == 4

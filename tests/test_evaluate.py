@@ -247,15 +247,24 @@ def test_multi_label_translate_keeps_the_inputs_attributes(tmp_path, capsys):
     assert (tmp_path / "b.png").is_file()
 
 
-def test_translate_refuses_16_bit_images_like_training_does(checkpoint, tmp_path, capsys):
+def test_translate_reads_16_bit_and_float_images_like_training_does(checkpoint, tmp_path, capsys):
     """translate reads images with gan.data.load_rgb, like datasets and FID folders: a 16-bit PNG (which a plain RGB
-    conversion would clip to white) is refused with its name, not translated."""
+    conversion would clip to white) is translated from its scaled 8-bit pixels, exactly as its 8-bit copy is; a
+    float TIFF is refused with its name, and nothing is written."""
     Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
-    code = evaluate_main(["translate", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "deep.png"),
+    Image.new("RGB", (16, 16), (156, 156, 156)).save(tmp_path / "flat.png")  # 40000 * 255 / 65535, rounded
+    for name in ("deep", "flat"):
+        assert evaluate_main(["translate", "--checkpoint", str(checkpoint), "--input", str(tmp_path / f"{name}.png"),
+                              "--to", "outline", "--out", str(tmp_path / f"{name}_out.png")]) == 0  # fmt: skip
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "deep_out.png")), np.asarray(Image.open(tmp_path / "flat_out.png"))
+    )
+    Image.fromarray(np.full((16, 16), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    code = evaluate_main(["translate", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "float.tif"),
                           "--to", "outline", "--out", str(tmp_path / "out.png")])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
-    assert "deep.png" in err and "16-bit" in err and not (tmp_path / "out.png").exists()
+    assert "float.tif: 32-bit float image" in err and not (tmp_path / "out.png").exists()
 
 
 def test_translate_keeps_inputs_with_the_same_stem_apart(checkpoint, tmp_path, capsys):

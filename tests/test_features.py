@@ -80,7 +80,11 @@ def test_classifier_extractor_maps_to_unit_range_and_restores_mode():
     assert out.shape == (1, 3) and extractor.info["extractor"] == "classifier"
 
 
-def test_sixteen_bit_images_are_refused_not_whitened(tmp_path):
+def test_sixteen_bit_images_are_scaled_not_whitened_and_float_is_refused(tmp_path):
+    """FID folders follow gan.data's one rule: 16-bit grey is scaled to 8 bits (40000 * 255 / 65535 = 155.6 -> 156;
+    a plain RGB conversion clips it to 255), a float image has no defined range and is refused by name."""
     Image.fromarray(np.full((4, 4), 40000, dtype=np.uint16)).save(tmp_path / "deep.png")
-    with pytest.raises(DataError, match="deep.png: I;16 image"):
-        read_uint8(tmp_path / "deep.png")
+    assert torch.equal(read_uint8(tmp_path / "deep.png"), torch.full((3, 4, 4), 156, dtype=torch.uint8))
+    Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match="float.tif: 32-bit float image"):
+        read_uint8(tmp_path / "float.tif")

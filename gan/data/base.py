@@ -3,31 +3,37 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gan.data.links import LinkRule, walk
 from gan.errors import DataError, reason
 from gan.labels import LabelSpace
 
 logger = logging.getLogger(__name__)
 
-# What PIL raises for a broken file: OSError covers UnidentifiedImageError and truncated data; some plugins raise
-# ValueError or SyntaxError on malformed headers; DecompressionBombError derives from plain Exception.
-HIGH_BIT_DEPTH = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 # The one list of image-file suffixes (compared case-insensitively), for datasets, FID folders and translate.
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+# PIL modes that convert("RGB") maps correctly. PIL itself reduces 16-bit-per-channel RGB(A) (48/64-bit PNG and
+# TIFF, 16-bit PPM) to "RGB"/"RGBA" by taking the high byte of each sample.
+RGB_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr")
+# 16-bit grayscale (PNG, TIFF, PGM): convert("RGB") would clip values above 255 to white; load_rgb scales them.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # Decompression bombs: PIL only warns above Image.MAX_IMAGE_PIXELS (89 Mpixel) and decodes anyway; we refuse them
 # (the warning is raised as an error while a file is opened, see _opened).
 BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# What PIL raises for a broken file: OSError covers UnidentifiedImageError and truncated data (truncated files are
+# refused as long as nothing sets ImageFile.LOAD_TRUNCATED_IMAGES; a test checks that); some plugins raise
+# ValueError or SyntaxError on malformed headers; DecompressionBombError derives from plain Exception.
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, *BOMB_ERRORS)
 
 
@@ -125,14 +131,34 @@ def _opened(path: Path) -> Iterator[Image.Image]:
 
 
 def load_rgb(path: Path) -> Image.Image:
-    """Read an image file as RGB; any decoding failure becomes a one-line DataError naming the file."""
+    """Read an image file as 8-bit RGB, decoding every pixel (a truncated file fails here, not later): 16-bit
+    grayscale is scaled to 8 bits; float images and modes without a defined RGB conversion are refused. Every
+    failure is a one-line DataError naming the file."""
     try:
         with _opened(path) as image:
-            if image.mode in HIGH_BIT_DEPTH:  # convert("RGB") would clip 16-bit values to 255: a white image
-                raise DataError(f"{path}: {image.mode} image (16-bit or float); convert it to 8-bit RGB first")
+            if image.mode in SIXTEEN_BIT_MODES:
+                return _sixteen_bit_to_rgb(path, image)
+            if image.mode == "F":  # no defined range: 0..1, 0..255 and HDR radiance all occur
+                raise DataError(f"{path}: 32-bit float image; convert it to 8-bit or 16-bit first")
+            if image.mode not in RGB_MODES:  # e.g. LAB (CIELab TIFF): PIL's convert("RGB") gives wrong colours
+                raise DataError(f"{path}: {image.mode} image (no RGB conversion here); convert it to 8-bit RGB first")
             return image.convert("RGB")  # convert() loads the pixels, so truncated data fails here, not later
     except IMAGE_ERRORS as exc:
         raise DataError(f"{path}: cannot read image ({reason(exc)})") from exc
+
+
+def _sixteen_bit_to_rgb(path: Path, image: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image as RGB: value * 255 / 65535, rounded. Mode "I" (16-bit PGM, signed or 32-bit
+    TIFF) must hold values in 0..65535: clipping would turn a 32-bit image white (and PIL reads unsigned 32-bit
+    values above 2**31 as negative)."""
+    values = np.asarray(image).astype(np.int64)  # loads the pixels; I;16B arrives big-endian, "I" as int32
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        bits = f"32-bit integer image with values {low}..{high}, outside 0..65535"
+        raise DataError(f"{path}: {bits}; convert it to 8-bit or 16-bit first")
+    # value * 255 / 65535 is value / 257 (65535 = 255 * 257); adding 128 before the floor division rounds it (no
+    # ties: value / 257 is never exactly k + 0.5).
+    return Image.fromarray(((values + 128) // 257).astype(np.uint8)).convert("RGB")
 
 
 def image_dimensions(path: Path) -> tuple[int, int]:
@@ -144,58 +170,39 @@ def image_dimensions(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: cannot read image ({reason(exc)})") from exc
 
 
-def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+def list_images(folder: Path, recursive: bool = False, links: LinkRule | None = None) -> list[Path]:
     """The image files (by :data:`IMAGE_SUFFIXES`) in ``folder``, sorted: directly inside it (as pytorch-fid picks
-    them), or with ``recursive`` in every non-hidden sub-folder too (as torchvision's ImageFolder). An empty or
-    missing folder is a DataError naming it."""
-    if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
-    if recursive:
-        paths = []
-        root = folder.resolve()
-        seen = {_identity(folder)}
-        for parent, dirs, files in os.walk(folder, followlinks=True):
-            # Linked folders are followed only inside ``folder`` and only once: a link to a parent (a cycle) or to
-            # another class's folder would relabel and duplicate images.
-            dirs[:] = [name for name in dirs if not name.startswith(".") and _visit(Path(parent, name), root, seen)]
-            paths += [Path(parent, name) for name in files]
-    else:
-        paths = list(folder.iterdir())
-    # Regular files only: a FIFO, socket or device named *.png would block or never end when read.
-    found = sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not found:
-        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    them), or with ``recursive`` in every non-hidden sub-folder too (as torchvision's ImageFolder), where the first
+    link that ``links`` (default: only inside ``folder``) refuses is a DataError. An empty or missing folder is a
+    DataError naming it."""
+    found, refused = find_images(folder, recursive, links)
+    if refused:
+        raise DataError(refused[0])
     return found
 
 
-def _identity(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino
-
-
-def _visit(path: Path, root: Path, seen: set[tuple[int, int]]) -> bool:
-    """Whether the recursive listing enters ``path``: not a folder already visited (through another link), and
-    for a link, one that resolves inside ``root``."""
-    try:
-        identity = _identity(path)
-    except OSError:  # a broken link or a loop the OS refuses
-        return False
-    if identity in seen:
-        logger.warning("not following %s: a folder already listed (a link cycle or a second link to it)", path)
-        return False
-    if path.is_symlink() and not path.resolve().is_relative_to(root):
-        logger.warning("not following %s: the link leads out of %s", path, root)
-        return False
-    seen.add(identity)
-    return True
+def find_images(folder: Path, recursive: bool = False, links: LinkRule | None = None) -> tuple[list[Path], list[str]]:
+    """As :func:`list_images`, but the links refused (recursive listing only: see :func:`gan.data.links.walk`) are
+    returned as one-line reasons, for ``data.skip_bad_images`` to skip and count. Only regular files are listed: a
+    FIFO, socket or device named *.png would block or never end when read."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    if recursive:
+        paths, refused = walk(folder, links or LinkRule(), IMAGE_SUFFIXES)
+    else:  # a flat folder (FID folders, translate inputs) has no labels that a link could change
+        paths = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        refused = []
+    if not paths and not refused:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return sorted(paths), refused
 
 
 def is_readable(path: Path) -> bool:
-    """A cheap check (PIL ``verify``: header and, for PNG, chunk checksums) without decoding the pixels."""
+    """Whether :func:`load_rgb` reads the file: the same full decode, so ``data.skip_bad_images`` skips exactly what
+    loading would refuse (truncated data, float images, bombs, ...); each refusal is logged."""
     try:
-        with _opened(path) as image:
-            image.verify()
-    except IMAGE_ERRORS as exc:
-        logger.warning("skipping unreadable image %s (%s)", path, reason(exc))
+        load_rgb(path)
+    except DataError as exc:
+        logger.warning("skipping %s", exc)
         return False
     return True

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from gan.data.base import DataBundle, ImageFileDataset, is_readable
+from gan.data.links import LinkRule, listed_refusal
 from gan.data.transforms import image_transform
 from gan.errors import DataError
 
@@ -79,13 +80,38 @@ def split_indices(n: int, test_count: int, seed: int) -> tuple[list[int], list[i
     return order[test_count:], order[:test_count]
 
 
-def _readable_rows(
-    image_dir: Path, filenames: list[str], train_rows: list[int], test_rows: list[int]
-) -> tuple[list[int], list[int], int]:
-    """Both row lists without the images PIL cannot verify, and how many were dropped."""
-    train = [i for i in train_rows if is_readable(image_dir / filenames[i])]
-    test = [i for i in test_rows if is_readable(image_dir / filenames[i])]
-    return train, test, len(train_rows) + len(test_rows) - len(train) - len(test)
+def _linked_out(
+    image_dir: Path, filenames: list[str], rows: list[int], follow_links: str
+) -> tuple[list[int], list[str]]:
+    """``rows`` without the files whose links (or ``..``) lead out of the image folder, the one domain folder of an
+    attribute file (with ``anywhere`` all are kept: there is no other domain folder to protect), and the reasons."""
+    links = LinkRule(follow_links)
+    if links.follow == "anywhere":
+        return rows, []
+    home = image_dir.resolve()
+    kept, refused = [], []
+    for row in rows:
+        problem = listed_refusal(image_dir, home, filenames[row], links)
+        if problem is None:
+            kept.append(row)
+        else:
+            refused.append(problem)
+    return kept, refused
+
+
+def _usable_rows(
+    image_dir: Path, filenames: list[str], rows: list[int], follow_links: str, skip_bad: bool
+) -> tuple[list[int], int]:
+    """``rows`` without refused links and, with ``skip_bad``, without the images that do not load; and how many were
+    dropped. Without ``skip_bad`` a refused link is a DataError (a bad image one when it is read)."""
+    kept, refused = _linked_out(image_dir, filenames, rows, follow_links)
+    if refused and not skip_bad:
+        raise DataError(refused[0])
+    for problem in refused:
+        logger.warning("skipping %s", problem)
+    if skip_bad:
+        kept = [i for i in kept if is_readable(image_dir / filenames[i])]
+    return kept, len(rows) - len(kept)
 
 
 def build_celeba(
@@ -99,9 +125,11 @@ def build_celeba(
     skip_bad_images: bool = False,
     train_flip: bool = True,
     exclusive_groups: list[list[str]] | tuple = (),
+    follow_links: str = "inside",
 ) -> DataBundle:
     """Lazily read CelebA datasets; the label is a float (D,) 0/1 vector over ``attributes``. ``exclusive_groups``
-    name attributes of which an image has one at most (gan.labels); names the file lacks are reported."""
+    name attributes of which an image has one at most (gan.labels); names the file lacks are reported.
+    ``follow_links`` (gan.data.links): ``inside`` refuses files that lead out of ``image_dir``."""
     if not attributes:
         raise DataError("data.celeba.attributes is empty: name at least one attribute of the attribute file")
     attr_path, image_path = Path(attr_file), Path(image_dir)
@@ -120,11 +148,11 @@ def build_celeba(
     train_rows, test_rows = split_indices(len(table.filenames), test_count, split_seed)
     if not train_rows:
         raise DataError(f"{attr_path}: lists {len(table.filenames)} images, all taken by test_count={test_count}")
-    skipped = 0
-    if skip_bad_images:  # after the split, so a bad file does not move other images between train and test
-        train_rows, test_rows, skipped = _readable_rows(image_path, table.filenames, train_rows, test_rows)
-        if not train_rows:
-            raise DataError(f"{image_path}: none of the training images listed in {attr_path} could be read")
+    # After the split, so a bad file does not move other images between train and test.
+    train_rows, n_train = _usable_rows(image_path, table.filenames, train_rows, follow_links, skip_bad_images)
+    test_rows, n_test = _usable_rows(image_path, table.filenames, test_rows, follow_links, skip_bad_images)
+    if not train_rows:
+        raise DataError(f"{image_path}: none of the training images listed in {attr_path} could be read")
     transform = image_transform(image_size, crop_size)
 
     def dataset(rows: list[int], flip: bool) -> ImageFileDataset:
@@ -134,4 +162,4 @@ def build_celeba(
 
     train, test = dataset(train_rows, train_flip), dataset(test_rows, False)
     groups = tuple(tuple(group) for group in exclusive_groups)
-    return DataBundle(train, test, list(attributes), True, None, skipped, groups)
+    return DataBundle(train, test, list(attributes), True, None, n_train + n_test, groups)

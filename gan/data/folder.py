@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 import random
 from pathlib import Path
 
 import torch
 
-from gan.data.base import DataBundle, ImageFileDataset, is_readable, list_images
+from gan.data.base import DataBundle, ImageFileDataset, find_images, is_readable
+from gan.data.links import LinkRule
 from gan.data.transforms import image_transform
 from gan.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 
 def find_domains(base: Path, wanted: list[str]) -> list[str]:
@@ -37,33 +42,50 @@ def split_ratio(paths: list[Path], test_ratio: float, seed: str) -> tuple[list[P
     return [paths[i] for i in train], [paths[i] for i in test]
 
 
-def _domain_images(folder: Path, skip_bad: bool) -> tuple[list[Path], int]:
-    """The images of one domain folder and how many unreadable ones were dropped (only when ``skip_bad``)."""
-    paths = list_images(folder, recursive=True)
+def _domain_images(folder: Path, links: LinkRule, skip_bad: bool) -> tuple[list[Path], int]:
+    """The images of one domain folder and how many were dropped (only when ``skip_bad``): links that ``links``
+    refuses (one each, also for a folder) and files that do not load."""
+    paths, refused = find_images(folder, recursive=True, links=links)
     if not skip_bad:
+        if refused:
+            raise DataError(refused[0])
         return paths, 0  # no pre-scan: a bad file raises DataError when it is read
+    for problem in refused:
+        logger.warning("skipping %s", problem)
     good = [path for path in paths if is_readable(path)]
     if not good:
-        raise DataError(f"{folder}: none of its {len(paths)} images could be read")
-    return good, len(paths) - len(good)
+        raise DataError(f"{folder}: none of its {len(paths) + len(refused)} images could be read")
+    return good, len(paths) + len(refused) - len(good)
+
+
+def _link_rule(follow_links: str, folders: list[Path]) -> LinkRule:
+    """The rule for links under ``folders`` (every domain folder, train and test): two of them that are one folder
+    (a linked domain folder) would give its images two labels, or put test images into training."""
+    real = [folder.resolve() for folder in folders]
+    for (a, real_a), (b, real_b) in itertools.combinations(zip(folders, real), 2):
+        if real_a.is_relative_to(real_b) or real_b.is_relative_to(real_a):
+            raise DataError(f"{a}: the same folder as {b} ({real_a}, {real_b}); each domain needs its own folder")
+    return LinkRule(follow_links, tuple(real))
 
 
 def _collect(
-    root: Path, wanted: list[str], split: str, test_ratio: float, split_seed: int, skip_bad: bool
+    root: Path, wanted: list[str], split: str, test_ratio: float, split_seed: int, skip_bad: bool, follow_links: str
 ) -> tuple[list[str], dict[str, list[Path]], dict[str, list[Path]], int]:
     """Domains and the train / test files of each, after the split and the optional bad-image check."""
     train, test, skipped = {}, {}, 0
     if split == "folders":
         domains = find_domains(_existing(root / "train"), wanted)
         _existing(root / "test")
+        links = _link_rule(follow_links, [root / part / name for part in ("train", "test") for name in domains])
         for name in domains:
-            train[name], n_train = _domain_images(root / "train" / name, skip_bad)
-            test[name], n_test = _domain_images(root / "test" / name, skip_bad)
+            train[name], n_train = _domain_images(root / "train" / name, links, skip_bad)
+            test[name], n_test = _domain_images(root / "test" / name, links, skip_bad)
             skipped += n_train + n_test
     elif split == "ratio":
         domains = find_domains(root, wanted)
+        links = _link_rule(follow_links, [root / name for name in domains])
         for name in domains:
-            paths, n_bad = _domain_images(root / name, skip_bad)
+            paths, n_bad = _domain_images(root / name, links, skip_bad)
             # Seeded per domain by name, so adding a domain does not reshuffle the others.
             train[name], test[name] = split_ratio(paths, test_ratio, f"{split_seed}/{name}")
             skipped += n_bad
@@ -88,14 +110,18 @@ def build_folder(
     crop_size: int = 0,
     skip_bad_images: bool = False,
     train_flip: bool = True,
+    follow_links: str = "inside",
 ) -> DataBundle:
     """Lazily read datasets over ``root`` (one sub-folder of images per domain, or train/ and test/ folders of
-    them); the label is the domain's index in the domain list."""
+    them); the label is the domain's index in the domain list. ``follow_links`` (see gan.data.links): ``inside``
+    or ``anywhere``."""
     if not root:
         raise DataError("data.folder.root is empty: set it to a folder with one sub-folder of images per domain")
     if not Path(root).is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    names, train, test, skipped = _collect(Path(root), domains, split, test_ratio, split_seed, skip_bad_images)
+    names, train, test, skipped = _collect(
+        Path(root), domains, split, test_ratio, split_seed, skip_bad_images, follow_links
+    )
     transform = image_transform(image_size, crop_size)
 
     def dataset(files: dict[str, list[Path]], flip: bool) -> ImageFileDataset:
