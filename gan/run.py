@@ -686,8 +686,8 @@ def _train_in(
 ) -> RunResult:
     start = trainer.step if state is not None else None
     with _run_log(run_dir):
-        if data.skipped:
-            log.warning("skipped %d unreadable images or refused links (data.skip_bad_images)", data.skipped)
+        for note in data.notes:  # each file the data left out (data.skip_bad_images), before this log existed
+            log.info("data.skip_bad_images: skipped %s", note)
         if state is not None:
             log.info("resumed at step %d from %s", trainer.step, path)
         # Events up to the checkpoint step were logged before it was saved; later ones belong to the lost tail. A new

@@ -289,7 +289,10 @@ def test_skip_bad_images_drops_and_counts_them(tmp_path: Path, caplog: pytest.Lo
         bundle = build_data(config)
     assert bundle.skipped == 2 and len(bundle.train) == 6
     assert {p.name for p in bundle.train.paths}.isdisjoint({"bad1.png", "truncated.png"})
-    assert "bad1.png" in caplog.text and "truncated.png" in caplog.text
+    # One warning in all, naming the first; every file with its reason in the notes (for the run's train.log).
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "skipped 2 file(s): " in warnings[0] and "1 more in train.log" in warnings[0]
+    assert [Path(note.split(": ")[0]).name for note in bundle.notes] == ["bad1.png", "truncated.png"]
 
 
 def test_skip_bad_images_with_only_bad_files_is_an_error(tmp_path: Path) -> None:
@@ -637,7 +640,7 @@ def test_bad_images_stop_training_or_are_skipped_and_counted(tmp_path: Path, cap
     with caplog.at_level(logging.WARNING):
         skipping = build_data(dataclasses.replace(config, skip_bad_images=True))
     assert skipping.skipped == 1 and bad not in skipping.train.paths and len(skipping.train) == 6
-    assert f"skipping {bad}: " in caplog.text
+    assert f"skipped 1 file(s): {bad}: " in caplog.text and skipping.notes[0].startswith(f"{bad}: ")
 
 
 def test_celeba_skips_16_bit_float_images_and_reads_16_bit_ones(tmp_path: Path) -> None:
@@ -712,7 +715,7 @@ def test_refused_links_are_skipped_and_counted_with_skip_bad_images(store: Path,
     with caplog.at_level(logging.WARNING):
         bundle = build_data(linked_config(root, skip=True))
     assert bundle.skipped == 1 and len(bundle.train) == 4  # a refused folder link counts once
-    assert f"skipping {made}: a link to {store / target}, outside the domain folder" in caplog.text
+    assert f"skipped 1 file(s): {made}: a link to {store / target}, outside the domain folder" in caplog.text
 
 
 def test_anywhere_follows_links_out_of_the_domain_folder(store: Path) -> None:

@@ -483,3 +483,22 @@ def test_a_run_dir_that_cannot_be_a_folder_is_one_line(tiny_config, tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["blocker", "tiny.yaml"] + (["ro"] if where == "unwritable" else [])
     )
+
+
+def test_skipped_images_are_one_warning_and_each_is_named_in_train_log(tiny_config, tmp_path, caplog):
+    import logging
+
+    _folder_data(tmp_path / "data", {"a": 6, "b": 6, "c": 6})
+    for name in ("a", "b"):
+        (tmp_path / "data" / name / "bad.png").write_bytes(b"not an image")
+    sets = ["data.source=folder", f"data.folder.root={tmp_path / 'data'}", "data.skip_bad_images=true"]
+    with caplog.at_level(logging.WARNING, logger="gan"):
+        train(
+            _tiny(tiny_config, *sets, "train.steps=1", "train.lr_decay_steps=1"), tmp_path / "run", handle_signals=False
+        )
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "skip" in r.getMessage()]
+    assert warnings == [f"data.skip_bad_images: skipped 2 file(s): {tmp_path / 'data' / 'a' / 'bad.png'}: cannot "
+                        "read image (cannot identify image file "
+                        f"'{tmp_path / 'data' / 'a' / 'bad.png'}'); 1 more in train.log"]  # fmt: skip
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert all(f"data.skip_bad_images: skipped {tmp_path / 'data' / name / 'bad.png'}: " in log for name in "ab")

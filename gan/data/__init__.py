@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 
 def load_data(build: Callable[[], DataBundle], where: str, source: str) -> DataBundle:
     """Run a source's builder; every failure caused by the files on disk is a one-line DataError naming the file
-    or folder (``where`` when the error carries none)."""
+    or folder (``where`` when the error carries none). Files skipped under ``data.skip_bad_images`` make one
+    warning in all, naming the first; the bundle's ``notes`` name each (a run writes them into train.log)."""
     try:
         bundle = build()
     except UserError:
@@ -57,6 +58,10 @@ def load_data(build: Callable[[], DataBundle], where: str, source: str) -> DataB
     except (OSError, Image.DecompressionBombError) as exc:  # e.g. a folder that cannot be listed (permissions)
         path = getattr(exc, "filename", None) or where
         raise DataError(f"{Path(path)}: {reason(exc)}") from exc
+    if bundle.skipped:
+        more = f"; {bundle.skipped - 1} more in train.log" if bundle.skipped > 1 else ""
+        first = bundle.notes[0] if bundle.notes else "see train.log"
+        logger.warning("data.skip_bad_images: skipped %d file(s): %s%s", bundle.skipped, first, more)
     logger.info(
         "data %s: %d train / %d test images, domains %s%s",
         source,

@@ -55,8 +55,9 @@ class DataBundle:
     domains: list[str]  # domain names; the label index (or label column) follows this order
     multi_label: bool  # True: label is float32 (D,) of 0/1; False: label is an int64 scalar index
     paired: PairedSet | None  # synthetic only
-    skipped: int = 0  # unreadable images dropped at build time (data.skip_bad_images)
+    skipped: int = 0  # unreadable images and refused links dropped at build time (data.skip_bad_images)
     exclusive_groups: tuple[tuple[str, ...], ...] = ()  # multi-label: attributes of which an image has one at most
+    notes: tuple[str, ...] = ()  # each file skipped at build time and why (data.skip_bad_images), for train.log
 
     @property
     def space(self) -> LabelSpace:
@@ -197,12 +198,15 @@ def find_images(folder: Path, recursive: bool = False, links: LinkRule | None = 
     return sorted(paths), refused
 
 
-def is_readable(path: Path) -> bool:
-    """Whether :func:`load_rgb` reads the file: the same full decode, so ``data.skip_bad_images`` skips exactly what
-    loading would refuse (truncated data, float images, bombs, ...); each refusal is logged."""
+def unreadable(path: Path) -> str | None:
+    """Why :func:`load_rgb` refuses the file (its one-line message), or None: the same full decode, so
+    ``data.skip_bad_images`` skips exactly what loading would refuse (truncated data, float images, bombs, ...)."""
     try:
         load_rgb(path)
     except DataError as exc:
-        logger.warning("skipping %s", exc)
-        return False
-    return True
+        return str(exc)
+    return None
+
+
+def is_readable(path: Path) -> bool:
+    return unreadable(path) is None

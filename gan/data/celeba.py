@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from gan.data.base import DataBundle, ImageFileDataset, is_readable
+from gan.data.base import DataBundle, ImageFileDataset, unreadable
 from gan.data.links import LinkRule, listed_refusal
 from gan.data.transforms import image_transform
 from gan.errors import DataError
@@ -101,17 +101,16 @@ def _linked_out(
 
 def _usable_rows(
     image_dir: Path, filenames: list[str], rows: list[int], follow_links: str, skip_bad: bool
-) -> tuple[list[int], int]:
-    """``rows`` without refused links and, with ``skip_bad``, without the images that do not load; and how many were
+) -> tuple[list[int], list[str]]:
+    """``rows`` without refused links and, with ``skip_bad``, without the images that do not load; and why each was
     dropped. Without ``skip_bad`` a refused link is a DataError (a bad image one when it is read)."""
     kept, refused = _linked_out(image_dir, filenames, rows, follow_links)
     if refused and not skip_bad:
         raise DataError(refused[0])
-    for problem in refused:
-        logger.warning("skipping %s", problem)
-    if skip_bad:
-        kept = [i for i in kept if is_readable(image_dir / filenames[i])]
-    return kept, len(rows) - len(kept)
+    if not skip_bad:
+        return kept, refused
+    problems = {i: unreadable(image_dir / filenames[i]) for i in kept}
+    return [i for i in kept if problems[i] is None], refused + [p for p in problems.values() if p is not None]
 
 
 def build_celeba(
@@ -149,8 +148,8 @@ def build_celeba(
     if not train_rows:
         raise DataError(f"{attr_path}: lists {len(table.filenames)} images, all taken by test_count={test_count}")
     # After the split, so a bad file does not move other images between train and test.
-    train_rows, n_train = _usable_rows(image_path, table.filenames, train_rows, follow_links, skip_bad_images)
-    test_rows, n_test = _usable_rows(image_path, table.filenames, test_rows, follow_links, skip_bad_images)
+    train_rows, bad_train = _usable_rows(image_path, table.filenames, train_rows, follow_links, skip_bad_images)
+    test_rows, bad_test = _usable_rows(image_path, table.filenames, test_rows, follow_links, skip_bad_images)
     if not train_rows:
         raise DataError(f"{image_path}: none of the training images listed in {attr_path} could be read")
     transform = image_transform(image_size, crop_size)
@@ -162,4 +161,5 @@ def build_celeba(
 
     train, test = dataset(train_rows, train_flip), dataset(test_rows, False)
     groups = tuple(tuple(group) for group in exclusive_groups)
-    return DataBundle(train, test, list(attributes), True, None, n_train + n_test, groups)
+    skipped = (*bad_train, *bad_test)
+    return DataBundle(train, test, list(attributes), True, None, len(skipped), groups, notes=skipped)

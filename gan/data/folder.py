@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 from pathlib import Path
 
 import torch
 
-from gan.data.base import DataBundle, ImageFileDataset, find_images, is_readable
+from gan.data.base import DataBundle, ImageFileDataset, find_images, unreadable
 from gan.data.links import LinkRule
 from gan.data.transforms import image_transform
 from gan.errors import ConfigError, DataError
-
-logger = logging.getLogger(__name__)
 
 
 def find_domains(base: Path, wanted: list[str]) -> list[str]:
@@ -42,20 +39,19 @@ def split_ratio(paths: list[Path], test_ratio: float, seed: str) -> tuple[list[P
     return [paths[i] for i in train], [paths[i] for i in test]
 
 
-def _domain_images(folder: Path, links: LinkRule, skip_bad: bool) -> tuple[list[Path], int]:
-    """The images of one domain folder and how many were dropped (only when ``skip_bad``): links that ``links``
-    refuses (one each, also for a folder) and files that do not load."""
+def _domain_images(folder: Path, links: LinkRule, skip_bad: bool) -> tuple[list[Path], list[str]]:
+    """The images of one domain folder and, only when ``skip_bad``, why each dropped file was dropped: links that
+    ``links`` refuses (one each, also for a folder) and files that do not load."""
     paths, refused = find_images(folder, recursive=True, links=links)
     if not skip_bad:
         if refused:
             raise DataError(refused[0])
-        return paths, 0  # no pre-scan: a bad file raises DataError when it is read
-    for problem in refused:
-        logger.warning("skipping %s", problem)
-    good = [path for path in paths if is_readable(path)]
+        return paths, []  # no pre-scan: a bad file raises DataError when it is read
+    problems = {path: unreadable(path) for path in paths}
+    good = [path for path, problem in problems.items() if problem is None]
     if not good:
         raise DataError(f"{folder}: none of its {len(paths) + len(refused)} images could be read")
-    return good, len(paths) + len(refused) - len(good)
+    return good, refused + [problem for problem in problems.values() if problem is not None]
 
 
 def _link_rule(follow_links: str, folders: list[Path]) -> LinkRule:
@@ -70,25 +66,28 @@ def _link_rule(follow_links: str, folders: list[Path]) -> LinkRule:
 
 def _collect(
     root: Path, wanted: list[str], split: str, test_ratio: float, split_seed: int, skip_bad: bool, follow_links: str
-) -> tuple[list[str], dict[str, list[Path]], dict[str, list[Path]], int]:
-    """Domains and the train / test files of each, after the split and the optional bad-image check."""
-    train, test, skipped = {}, {}, 0
+) -> tuple[list[str], dict[str, list[Path]], dict[str, list[Path]], list[str]]:
+    """Domains and the train / test files of each, after the split and the optional bad-image check (and why each
+    skipped file was skipped)."""
+    train: dict[str, list[Path]] = {}
+    test: dict[str, list[Path]] = {}
+    skipped: list[str] = []
     if split == "folders":
         domains = find_domains(_existing(root / "train"), wanted)
         _existing(root / "test")
         links = _link_rule(follow_links, [root / part / name for part in ("train", "test") for name in domains])
         for name in domains:
-            train[name], n_train = _domain_images(root / "train" / name, links, skip_bad)
-            test[name], n_test = _domain_images(root / "test" / name, links, skip_bad)
-            skipped += n_train + n_test
+            train[name], bad_train = _domain_images(root / "train" / name, links, skip_bad)
+            test[name], bad_test = _domain_images(root / "test" / name, links, skip_bad)
+            skipped += bad_train + bad_test
     elif split == "ratio":
         domains = find_domains(root, wanted)
         links = _link_rule(follow_links, [root / name for name in domains])
         for name in domains:
-            paths, n_bad = _domain_images(root / name, links, skip_bad)
+            paths, bad = _domain_images(root / name, links, skip_bad)
             # Seeded per domain by name, so adding a domain does not reshuffle the others.
             train[name], test[name] = split_ratio(paths, test_ratio, f"{split_seed}/{name}")
-            skipped += n_bad
+            skipped += bad
     else:
         raise ConfigError(f"data.folder.split: unknown split {split!r}; choose one of: ratio, folders")
     return domains, train, test, skipped
@@ -130,4 +129,6 @@ def build_folder(
         return ImageFileDataset(paths, labels, transform, flip=flip)
 
     train_set, test_set = dataset(train, train_flip), dataset(test, False)
-    return DataBundle(train_set, test_set, names, multi_label=False, paired=None, skipped=skipped)
+    return DataBundle(
+        train_set, test_set, names, multi_label=False, paired=None, skipped=len(skipped), notes=tuple(skipped)
+    )
