@@ -228,7 +228,7 @@ def translate(args: argparse.Namespace) -> int:
         files,
         args.to,
         args.out,
-        pick_device(args.device),
+        pick_device(args.device, "--device"),
         not args.no_ema,
         args.labels,
         size=size,
@@ -250,7 +250,7 @@ def _check_translate_out(out: Path) -> None:
 
 def paired_l1_command(args: argparse.Namespace) -> int:
     _positive(args, "num_images")
-    result = paired_l1_of(args.checkpoint, pick_device(args.device), args.num_images)
+    result = paired_l1_of(args.checkpoint, pick_device(args.device, "--device"), args.num_images)
     text = (
         f"paired L1 at step {result['step']}: {result['paired_l1']:.4f} (PSNR {result['paired_psnr']:.2f} dB; "
         f"{result['num_images']} held-out sources x every other domain)"
@@ -279,7 +279,7 @@ def _distance_command(args: argparse.Namespace, metric: str) -> int:
         raise UserError(f"{metric}: give two image folders (for fid also .npz statistics), or --checkpoint")
     if save_stats:
         check_output_file(args.paths[1], "--save-stats", args.force, hint="give a file name ending in .npz")
-    cfg, device = metric_config(**_metric_options(args)), pick_device(args.device)
+    cfg, device = metric_config(**_metric_options(args)), pick_device(args.device, "--device")
     if save_stats:
         result = save_folder_stats(args.paths[0], args.paths[1], cfg, device, args.force)
         text = f"wrote statistics of {result['num_images']} images ({_describe(result)}) to {result['stats']}"
@@ -310,7 +310,7 @@ def _checkpoint_command(args: argparse.Namespace, metric: str) -> int:
         metric=metric,
         num_images=args.num_images,
         ema=not args.no_ema,
-        device=pick_device(args.device),
+        device=pick_device(args.device, "--device"),
         classifier=getattr(args, "classifier", None),
         extractor=getattr(args, "extractor", None),
         cache=not getattr(args, "no_cache", False),
@@ -354,7 +354,9 @@ def accuracy_command(args: argparse.Namespace) -> int:
 def train_classifier_command(args: argparse.Namespace) -> int:
     _positive(args, "steps")
     _check_classifier_out(args.checkpoint, args.out)
-    out, report = train_checkpoint_classifier(args.checkpoint, pick_device(args.device), args.out, args.steps)
+    out, report = train_checkpoint_classifier(
+        args.checkpoint, pick_device(args.device, "--device"), args.out, args.steps
+    )
     result = {"classifier": str(out), **report.to_dict()}
     per_domain = ", ".join(f"{k} {v:.3f}" for k, v in report.per_domain.items())
     _print_result(

@@ -107,12 +107,12 @@ class RunResult:
 
 
 # --------------------------------------------------------------------------------------------------------- device
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a config error."""
+def pick_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error naming ``option``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: 'cuda' was asked for but no CUDA device is available")
+        raise ConfigError(f"{option}: 'cuda' was asked for but no CUDA device is available")
     return torch.device(name)
 
 
