@@ -109,7 +109,7 @@ def build_data(cfg: DataConfig, train_flip: bool = True) -> DataBundle:
     Every failure caused by the files on disk is a one-line DataError naming the file or folder.
     """
     files = {"image_size": cfg.image_size, "crop_size": cfg.crop_size, "skip_bad_images": cfg.skip_bad_images}
-    files["follow_links"] = cfg.follow_links
+    files.update(follow_links=cfg.follow_links, check_images=cfg.check_images)
     s, f, c = cfg.synthetic, cfg.folder, cfg.celeba
     sources: dict[str, tuple[Callable[[], DataBundle], str]] = {
         "synthetic": (
@@ -146,8 +146,9 @@ def build_label_space(cfg: Config, domains: list[str], multi_label: bool) -> Lab
 def dataset_id(data_cfg: DataConfig) -> str:
     """A name for the real images a config selects: the source plus a hash of every data setting that changes
     which pixels the models see (so a cached statistic is never reused for other images)."""
-    # Not which files are bad or refused links (skip_bad_images, follow_links): the caches hash the files themselves.
-    unused = ("num_workers", "skip_bad_images", "follow_links")
+    # Not which files are bad or refused links (skip_bad_images, follow_links, check_images): the caches hash the
+    # files themselves.
+    unused = ("num_workers", "skip_bad_images", "follow_links", "check_images")
     settings = {k: v for k, v in dataclasses.asdict(data_cfg).items() if k not in unused}
     settings["celeba"].pop("exclusive_groups")  # labels only: the same pixels, the same cached statistics
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

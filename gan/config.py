@@ -98,6 +98,7 @@ class DataConfig:
     num_workers: int = _opt(0, min=0, max=64)
     skip_bad_images: bool = False
     follow_links: str = _opt("inside", choices=FOLLOW_LINKS)
+    check_images: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
     celeba: CelebAConfig = field(default_factory=CelebAConfig)

@@ -272,7 +272,10 @@ def test_corrupt_image_raises_when_read_naming_the_file(tmp_path: Path) -> None:
     write_domains(tmp_path, {"a": 2, "b": 2})
     bad = tmp_path / "a" / "zz_bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
-    bundle = build_data(folder_config(tmp_path, test_ratio=0.0))  # lazy: building does not read pixels
+    config = folder_config(tmp_path, test_ratio=0.0)
+    with pytest.raises(DataError, match=r"zz_bad.png: cannot read image .*\(1 bad file\(s\) in .*skip_bad_images"):
+        build_data(config)  # data.check_images (default): every image decoded before any run begins
+    bundle = build_data(dataclasses.replace(config, check_images=False))  # lazy: building does not read pixels
     index = bundle.train.paths.index(bad)
     with pytest.raises(DataError, match="zz_bad.png: cannot read image") as info:
         bundle.train[index]
@@ -391,7 +394,9 @@ def test_celeba_missing_paths_are_data_errors(tmp_path: Path, field: str, messag
 def test_celeba_missing_image_fails_when_read_or_is_skipped(tmp_path: Path) -> None:
     config = write_celeba(tmp_path)
     (tmp_path / "images" / "000002.jpg").unlink()
-    bundle = build_data(config)
+    with pytest.raises(DataError, match="000002.jpg: cannot read image"):
+        build_data(config)  # data.check_images (default)
+    bundle = build_data(dataclasses.replace(config, check_images=False))
     paths = bundle.train.paths + bundle.test.paths
     dataset, index = (bundle.train, paths.index(tmp_path / "images" / "000002.jpg"))
     if index >= len(bundle.train):
@@ -633,7 +638,9 @@ def test_bad_images_stop_training_or_are_skipped_and_counted(tmp_path: Path, cap
     write_domains(tmp_path, {"a": 3, "b": 3})
     bad = refused_image(tmp_path / "b", kind)
     config = folder_config(tmp_path, test_ratio=0.0)
-    bundle = build_data(config)  # lazy: a bad file fails when it is read, naming it
+    with pytest.raises(DataError, match=f"{bad.name}: "):
+        build_data(config)  # data.check_images (default): before any run begins
+    bundle = build_data(dataclasses.replace(config, check_images=False))  # lazy: it fails when read, naming it
     with pytest.raises(DataError, match=f"{bad.name}: ") as info:
         bundle.train[bundle.train.paths.index(bad)]
     assert "\n" not in str(info.value)

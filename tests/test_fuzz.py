@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 # What the cases below do today where it is not yet what they must do (strict: a fixed case fails until its entry
 # is removed).
-_LAZY = "training starts before the bad image is read: 'run dir: ...' is printed first and the run folder is written"
 _OUT_FIRST = "translate creates the --out folder before it reads the input: out/ is left behind"
 _NPZ = (
     "a 'WARNING: w.pth: sha256 ... is not the published ...' line comes first: the .npz is read only after the "
@@ -33,8 +32,6 @@ _NPZ = (
 )
 XFAIL: dict[str, str] = {
     "config-fifo": "open() of a FIFO given as --config waits for a writer for ever: the command hangs",
-    "data-celeba-image-missing": _LAZY,
-    **{f"image-{kind}-in-domain": _LAZY for kind in ("corrupt", "truncated", "bomb", "text")},
     **{f"image-{kind}-translate": _OUT_FIRST for kind in BAD_IMAGES},
     "image-corrupt-translate-folder": _OUT_FIRST + "; the progress bar's line precedes the error",
     "classifier-domains-not-list": "TypeError traceback: load_classifier takes len() of 'domains' (an int) unchecked",

@@ -100,17 +100,21 @@ def _linked_out(
 
 
 def _usable_rows(
-    image_dir: Path, filenames: list[str], rows: list[int], follow_links: str, skip_bad: bool
+    image_dir: Path, filenames: list[str], rows: list[int], follow_links: str, skip_bad: bool, check: bool
 ) -> tuple[list[int], list[str]]:
     """``rows`` without refused links and, with ``skip_bad``, without the images that do not load; and why each was
-    dropped. Without ``skip_bad`` a refused link is a DataError (a bad image one when it is read)."""
+    dropped. Without ``skip_bad`` a refused link is a DataError, and so is a bad image: found now with ``check``
+    (every image decoded before any run begins), else when it is read."""
     kept, refused = _linked_out(image_dir, filenames, rows, follow_links)
     if refused and not skip_bad:
         raise DataError(refused[0])
-    if not skip_bad:
-        return kept, refused
+    if not (check or skip_bad):
+        return kept, []
     problems = {i: unreadable(image_dir / filenames[i]) for i in kept}
-    return [i for i in kept if problems[i] is None], refused + [p for p in problems.values() if p is not None]
+    bad = [problem for problem in problems.values() if problem is not None]
+    if bad and not skip_bad:
+        raise DataError(f"{bad[0]} ({len(bad)} bad file(s) in {image_dir}; data.skip_bad_images: true skips them)")
+    return [i for i in kept if problems[i] is None], refused + bad
 
 
 def build_celeba(
@@ -125,6 +129,7 @@ def build_celeba(
     train_flip: bool = True,
     exclusive_groups: list[list[str]] | tuple = (),
     follow_links: str = "inside",
+    check_images: bool = True,
 ) -> DataBundle:
     """Lazily read CelebA datasets; the label is a float (D,) 0/1 vector over ``attributes``. ``exclusive_groups``
     name attributes of which an image has one at most (gan.labels); names the file lacks are reported.
@@ -148,8 +153,12 @@ def build_celeba(
     if not train_rows:
         raise DataError(f"{attr_path}: lists {len(table.filenames)} images, all taken by test_count={test_count}")
     # After the split, so a bad file does not move other images between train and test.
-    train_rows, bad_train = _usable_rows(image_path, table.filenames, train_rows, follow_links, skip_bad_images)
-    test_rows, bad_test = _usable_rows(image_path, table.filenames, test_rows, follow_links, skip_bad_images)
+    train_rows, bad_train = _usable_rows(
+        image_path, table.filenames, train_rows, follow_links, skip_bad_images, check_images
+    )
+    test_rows, bad_test = _usable_rows(
+        image_path, table.filenames, test_rows, follow_links, skip_bad_images, check_images
+    )
     if not train_rows:
         raise DataError(f"{image_path}: none of the training images listed in {attr_path} could be read")
     transform = image_transform(image_size, crop_size)

@@ -39,19 +39,23 @@ def split_ratio(paths: list[Path], test_ratio: float, seed: str) -> tuple[list[P
     return [paths[i] for i in train], [paths[i] for i in test]
 
 
-def _domain_images(folder: Path, links: LinkRule, skip_bad: bool) -> tuple[list[Path], list[str]]:
+def _domain_images(folder: Path, links: LinkRule, skip_bad: bool, check: bool) -> tuple[list[Path], list[str]]:
     """The images of one domain folder and, only when ``skip_bad``, why each dropped file was dropped: links that
-    ``links`` refuses (one each, also for a folder) and files that do not load."""
+    ``links`` refuses (one each, also for a folder) and files that do not load. With ``check`` (or ``skip_bad``)
+    every image is decoded now, so a bad one stops the build (``skip_bad``: is dropped) before any run begins."""
     paths, refused = find_images(folder, recursive=True, links=links)
-    if not skip_bad:
-        if refused:
-            raise DataError(refused[0])
-        return paths, []  # no pre-scan: a bad file raises DataError when it is read
+    if refused and not skip_bad:
+        raise DataError(refused[0])
+    if not (check or skip_bad):
+        return paths, []  # a bad file raises DataError when it is read
     problems = {path: unreadable(path) for path in paths}
+    bad = [problem for problem in problems.values() if problem is not None]
+    if bad and not skip_bad:
+        raise DataError(f"{bad[0]} ({len(bad)} bad file(s) in {folder}; data.skip_bad_images: true skips them)")
     good = [path for path, problem in problems.items() if problem is None]
     if not good:
         raise DataError(f"{folder}: none of its {len(paths) + len(refused)} images could be read")
-    return good, refused + [problem for problem in problems.values() if problem is not None]
+    return good, refused + bad
 
 
 def _link_rule(follow_links: str, folders: list[Path]) -> LinkRule:
@@ -65,7 +69,14 @@ def _link_rule(follow_links: str, folders: list[Path]) -> LinkRule:
 
 
 def _collect(
-    root: Path, wanted: list[str], split: str, test_ratio: float, split_seed: int, skip_bad: bool, follow_links: str
+    root: Path,
+    wanted: list[str],
+    split: str,
+    test_ratio: float,
+    split_seed: int,
+    skip_bad: bool,
+    follow_links: str,
+    check: bool,
 ) -> tuple[list[str], dict[str, list[Path]], dict[str, list[Path]], list[str]]:
     """Domains and the train / test files of each, after the split and the optional bad-image check (and why each
     skipped file was skipped)."""
@@ -77,14 +88,14 @@ def _collect(
         _existing(root / "test")
         links = _link_rule(follow_links, [root / part / name for part in ("train", "test") for name in domains])
         for name in domains:
-            train[name], bad_train = _domain_images(root / "train" / name, links, skip_bad)
-            test[name], bad_test = _domain_images(root / "test" / name, links, skip_bad)
+            train[name], bad_train = _domain_images(root / "train" / name, links, skip_bad, check)
+            test[name], bad_test = _domain_images(root / "test" / name, links, skip_bad, check)
             skipped += bad_train + bad_test
     elif split == "ratio":
         domains = find_domains(root, wanted)
         links = _link_rule(follow_links, [root / name for name in domains])
         for name in domains:
-            paths, bad = _domain_images(root / name, links, skip_bad)
+            paths, bad = _domain_images(root / name, links, skip_bad, check)
             # Seeded per domain by name, so adding a domain does not reshuffle the others.
             train[name], test[name] = split_ratio(paths, test_ratio, f"{split_seed}/{name}")
             skipped += bad
@@ -110,16 +121,17 @@ def build_folder(
     skip_bad_images: bool = False,
     train_flip: bool = True,
     follow_links: str = "inside",
+    check_images: bool = True,
 ) -> DataBundle:
     """Lazily read datasets over ``root`` (one sub-folder of images per domain, or train/ and test/ folders of
     them); the label is the domain's index in the domain list. ``follow_links`` (see gan.data.links): ``inside``
-    or ``anywhere``."""
+    or ``anywhere``. ``check_images``: decode every image now (a bad one is an error before any run begins)."""
     if not root:
         raise DataError("data.folder.root is empty: set it to a folder with one sub-folder of images per domain")
     if not Path(root).is_dir():
         raise DataError(f"{root}: dataset folder not found")
     names, train, test, skipped = _collect(
-        Path(root), domains, split, test_ratio, split_seed, skip_bad_images, follow_links
+        Path(root), domains, split, test_ratio, split_seed, skip_bad_images, follow_links, check_images
     )
     transform = image_transform(image_size, crop_size)
 
