@@ -64,6 +64,7 @@ from gan.data import (
     list_images,
     load_rgb,
     resize_transform,
+    unreadable,
 )
 from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason, storage_problem
 from gan.hparams import Summary, experiment_summary, session_end_summary, session_start_summary
@@ -1043,6 +1044,10 @@ def translate_files(
     size = translate_size(size)
     single = _output_is_file(inputs, targets, out)  # before anything is read
     outputs = _translation_outputs(inputs, targets, out, single, force)
+    for path in inputs:  # every input decodes (gan.data's one rule), before a model is loaded or a folder made
+        problem = unreadable(path)
+        if problem is not None:
+            raise DataError(problem)
     G, cfg, state = load_generator_state(checkpoint, device, ema)
     space = label_space(cfg, state)
     if labels is not None and not space.multi_label:

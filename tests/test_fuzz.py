@@ -19,22 +19,18 @@ import torch
 
 from gan.cli import evaluate_main, train_main
 from tests.conftest import TINY
-from tests.fuzz_cases import BAD_IMAGES, Artefacts, Case, all_cases
+from tests.fuzz_cases import Artefacts, Case, all_cases
 
 REPO = Path(__file__).resolve().parent.parent
 
 # What the cases below do today where it is not yet what they must do (strict: a fixed case fails until its entry
 # is removed).
-_OUT_FIRST = "translate creates the --out folder before it reads the input: out/ is left behind"
 _NPZ = (
     "a 'WARNING: w.pth: sha256 ... is not the published ...' line comes first: the .npz is read only after the "
     "Inception network is loaded (the tests' weights are unofficial); folders are checked before it, .npz files not"
 )
 XFAIL: dict[str, str] = {
     "config-fifo": "open() of a FIFO given as --config waits for a writer for ever: the command hangs",
-    **{f"image-{kind}-translate": _OUT_FIRST for kind in BAD_IMAGES},
-    "image-corrupt-translate-folder": _OUT_FIRST + "; the progress bar's line precedes the error",
-    "classifier-domains-not-list": "TypeError traceback: load_classifier takes len() of 'domains' (an int) unchecked",
     **{f"npz-{kind}": _NPZ for kind in ("not-a-zip", "missing-mu", "sigma-wrong-shape", "dims-mismatch", "missing")},
     "npz-inception-weights-garbage": "a 'WARNING: g.pth: sha256 ... is not the published ...' line precedes the "
     "error that the file cannot be read",

@@ -18,6 +18,7 @@ from gan.data.base import (
     image_dimensions,
     list_images,
     load_rgb,
+    unreadable,
 )
 from gan.data.celeba import build_celeba
 from gan.data.folder import build_folder
@@ -42,6 +43,7 @@ __all__ = [
     "load_rgb",
     "render",
     "resize_transform",
+    "unreadable",
 ]
 
 logger = logging.getLogger(__name__)

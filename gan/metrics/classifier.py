@@ -305,8 +305,13 @@ def load_classifier(path: Path, device: str | torch.device = "cpu") -> tuple[Dom
     ``report`` (a dict), ``args``. Missing, corrupt or foreign files are one-line CheckpointErrors."""
     path = Path(path)
     payload = _read(path, "cpu")
+    domains = payload["domains"]
+    if not isinstance(domains, (list, tuple)) or not all(isinstance(name, str) for name in domains):
+        raise CheckpointError(f"{path}: 'domains' is a {type(domains).__name__}, not a list of domain names")
+    if not isinstance(payload["args"], dict):
+        raise CheckpointError(f"{path}: invalid classifier arguments (a {type(payload['args']).__name__}, not a dict)")
     model = _build(path, payload)
-    if len(payload["domains"]) != model.num_domains:
+    if len(domains) != model.num_domains:
         raise CheckpointError(
             f"{path}: {len(payload['domains'])} domain names for a {model.num_domains}-domain classifier"
         )
