@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gan.errors import CheckpointError, reason
+from gan.errors import CheckpointError, reason, special_file
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,8 @@ def load_marked(
     foreign, incomplete) is a one-line CheckpointError naming the file. ``not_found`` says how to make one."""
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a {what.removesuffix(' file')} file")
+    if special_file(path) is not None:
+        raise CheckpointError(f"{path}: is {special_file(path)}, not a {what.removesuffix(' file')} file")
     if not path.is_file():
         raise CheckpointError(f"{path}: {what} not found{'; ' + not_found if not_found else ''}")
     check_integrity(path, what)

@@ -20,7 +20,7 @@ import yaml
 
 from gan.data.links import FOLLOW_LINKS
 from gan.data.synthetic import STYLES
-from gan.errors import ConfigError
+from gan.errors import ConfigError, special_file
 from gan.losses import ADVERSARIAL_LOSSES
 from gan.norms import NORMS, check_norm_options
 
@@ -392,6 +392,9 @@ def _parse_yaml(text: str) -> Any:
 
 def _read_text(path: Path) -> str:
     """The file's text: UTF-8 under MAX_YAML_BYTES, else a ConfigError saying what the file looks like."""
+    kind = special_file(path)
+    if kind is not None:  # reading a pipe would wait for a writer for ever
+        raise ConfigError(f"{path}: is {kind}, not a config file")
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_YAML_BYTES + 1)  # never more, even from a device or a pipe

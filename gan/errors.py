@@ -3,6 +3,7 @@
 import argparse
 import errno
 import os
+import stat
 from typing import NoReturn
 
 
@@ -71,3 +72,17 @@ def storage_problem(exc: BaseException) -> str | None:
     name = exc.filename
     where = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else "a file"
     return f"{where}: {STORAGE_ERRORS[exc.errno]}"
+
+
+def special_file(path: "os.PathLike[str] | str") -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder ("a pipe (FIFO)", "a socket",
+    "a device"), else None: opening a pipe to read it waits for a writer for ever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device"

@@ -66,7 +66,16 @@ from gan.data import (
     resize_transform,
     unreadable,
 )
-from gan.errors import CheckpointError, ConfigError, DataError, UserError, one_line, reason, storage_problem
+from gan.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    UserError,
+    one_line,
+    reason,
+    special_file,
+    storage_problem,
+)
 from gan.hparams import Summary, experiment_summary, session_end_summary, session_start_summary
 from gan.interrupt import clear_stop, request_stop, stop_requested
 from gan.labels import LabelSpace
@@ -80,7 +89,7 @@ from gan.metrics.evaluation import (
 )
 from gan.metrics.features import folder_features
 from gan.metrics.fid import feature_statistics, frechet_distance, load_stats, save_stats
-from gan.metrics.inception import find_weights
+from gan.metrics.inception import FEATURE_DIM, find_weights
 from gan.metrics.kid import kernel_inception_distance
 from gan.models.modes import evaluating
 from gan.outputs import check_output_file, check_output_folder
@@ -894,10 +903,15 @@ def _need_two(path: Path, count: int) -> None:
 
 
 def _check_folders(*paths: Path) -> None:
-    """Missing folders and folders of fewer than 2 images are refused before the Inception network is loaded."""
+    """Missing folders, folders of fewer than 2 images and unreadable or mis-shaped ``.npz`` statistics are refused
+    before the Inception network is loaded."""
     for path in paths:
         if path.suffix.lower() != ".npz":
             _need_two(path, len(list_images(path)))
+            continue
+        mu = load_stats(path)[0]
+        if mu.shape[0] != FEATURE_DIM:
+            raise DataError(f"{path}: {mu.shape[0]}-d statistics, but the FID features are {FEATURE_DIM}-d")
 
 
 def path_statistics(path: Path, extractor: Any, batch_size: int) -> tuple[Any, Any, int | None]:
@@ -1126,7 +1140,8 @@ def input_files(path: Path) -> list[Path]:
         return [path]
     if path.is_dir():
         return list_images(path)
-    raise DataError(f"{path}: no such file or folder")
+    kind = special_file(path)
+    raise DataError(f"{path}: is {kind}, not an image file or folder" if kind else f"{path}: no such file or folder")
 
 
 def paired_l1_of(checkpoint: Path, device: torch.device, num_images: int | None = None) -> dict[str, Any]:

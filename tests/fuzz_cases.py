@@ -421,6 +421,7 @@ def sweep_cases() -> list[Case]:
     return [
         Case("sweep-missing-file", "train", ("--sweep", "nosuch.yaml", "--dry-run"), ("nosuch.yaml",)),
         Case("sweep-folder", "train", ("--sweep", "adir", "--dry-run"), ("adir",), mkdir("adir")),
+        Case("sweep-fifo", "train", ("--sweep", "s.yaml", "--dry-run"), ("s.yaml",), fifo("s.yaml"), timeout=2),
         sweep("syntax-error", "grid: [1, 2\n"),
         sweep("syntax-error-no-dry-run", "grid: {train.seed: [0, 1]\n", dry=False),
         sweep("binary", png()),
@@ -968,6 +969,8 @@ def npz_cases() -> list[Case]:
         cases.append(
             Case(f"npz-{name}", "evaluate", argv, ("bad.npz", *needles), files, needs=frozenset({"inception"}))
         )
+    fifo_npz = both(weights, imgs, fifo("bad.npz"))
+    cases.append(Case("npz-fifo", "evaluate", argv, ("bad.npz",), fifo_npz, needs=frozenset({"inception"}), timeout=2))
     cases += [
         Case(
             "npz-save-stats-exists",
@@ -985,11 +988,11 @@ def npz_cases() -> list[Case]:
             both(write("a.npz", npz(mu=np.zeros(2))), write("b.npz", npz(mu=np.zeros(2)))),
         ),
         Case(
-            "npz-no-inception-weights",
+            "npz-no-inception-weights",  # a valid pair of inputs: the missing weights are what is refused
             "evaluate",
-            ("fid", "a.npz", "imgs", "--device", "cpu"),
+            ("fid", "imgs", "imgs", "--device", "cpu"),
             ("Inception",),
-            both(imgs, write("a.npz", npz(mu=np.zeros(2), sigma=np.eye(2)))),
+            imgs,
         ),
         Case(
             "npz-inception-weights-missing",

@@ -25,16 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 # What the cases below do today where it is not yet what they must do (strict: a fixed case fails until its entry
 # is removed).
-_NPZ = (
-    "a 'WARNING: w.pth: sha256 ... is not the published ...' line comes first: the .npz is read only after the "
-    "Inception network is loaded (the tests' weights are unofficial); folders are checked before it, .npz files not"
-)
-XFAIL: dict[str, str] = {
-    "config-fifo": "open() of a FIFO given as --config waits for a writer for ever: the command hangs",
-    **{f"npz-{kind}": _NPZ for kind in ("not-a-zip", "missing-mu", "sigma-wrong-shape", "dims-mismatch", "missing")},
-    "npz-inception-weights-garbage": "a 'WARNING: g.pth: sha256 ... is not the published ...' line precedes the "
-    "error that the file cannot be read",
-}
+XFAIL: dict[str, str] = {}
 
 
 # ------------------------------------------------------------------------------------------------- artefacts

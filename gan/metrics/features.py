@@ -73,6 +73,7 @@ class InceptionExtractor:
         path = find_weights(weights)
         digest = sha256_of(path)
         converted = packaged_source_of(path)
+        net = load_inception(path, "cpu")  # an unreadable file is refused before any warning about its hash
         if not digest.startswith(SHA256_PREFIX) and converted is None:
             # Loadable weights with the right layout but another hash: results are recorded with the hash, not refused.
             log.warning(
@@ -83,7 +84,6 @@ class InceptionExtractor:
             )
         self.device = torch.device(device)
         self.protocol, self.fast = protocol, fast
-        net = load_inception(path, "cpu")
         if fast:
             net = fold_batchnorm(net).to(memory_format=torch.channels_last)
         self.net = net.to(self.device)

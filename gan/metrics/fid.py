@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gan.errors import DataError
+from gan.errors import DataError, special_file
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,8 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` file (no pickles); any problem is a one-line ``DataError`` naming the file."""
     if not path.exists():
         raise DataError(f"{path}: {what} file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: is {special_file(path) or 'a folder'}, not a .npz {what} file")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
