@@ -528,11 +528,12 @@ def train(
     if cfg.train.deterministic:
         use_deterministic_kernels()
     data = build_data(cfg.data)
-    if main:
-        check_evaluable(cfg, data, run_dir)
     trainer = build_trainer(cfg, data, device)
     if state is not None:
-        restore(trainer, state, path)
+        restore(trainer, state, path)  # a checkpoint of other domains is named first: the root of the mismatch
+    if main:
+        check_evaluable(cfg, data, run_dir)
+    if state is not None:
         if main:
             say(f"resuming {run_dir} from step {trainer.step} ({path})")
             change = _schedule_change(state["config"].get("train", {}), cfg, trainer.step)
