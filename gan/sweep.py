@@ -166,13 +166,15 @@ def load_sweep(path: str | Path, study_dir: str | Path | None = None, extra: Seq
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid: {key}: expected a non-empty list of values, got {values!r}")
     axes = _setting_axes(settings, path)
-    _check_keys(
-        path,
-        [("set", common), ("grid", grid)]
-        + [(f"settings: {axis}: {label}", group) for axis, groups in axes.items() for label, group in groups.items()],
-    )
+    groups = [("set", common), ("grid", grid)] + [
+        (f"settings: {axis}: {label}", group) for axis, labelled in axes.items() for label, group in labelled.items()
+    ]
+    _check_keys(path, groups)
     if not grid and not settings:
         raise ConfigError(f"{path}: grid: empty: name at least one config key with its values (or settings)")
+    for where, group in groups:
+        if "train.seed" in group:  # every run's seed comes from seeds: a seed set elsewhere would be overridden
+            raise ConfigError(f"{path}: {where}: train.seed: give the seeds as seeds: [0, 1, 2], not as a setting")
     seeds = data.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ConfigError(f"{path}: seeds: expected a non-empty list of non-negative integers, got {seeds!r}")

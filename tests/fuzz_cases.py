@@ -413,7 +413,8 @@ def set_override_cases() -> list[Case]:
 
 # ------------------------------------------------------------------------------------------------------ sweeps
 SWEEP_OK = (
-    "name: s\nconfigs: [tiny.yaml]\nset:\n  train.steps: 1\n  train.lr_decay_steps: 0\ngrid:\n  train.seed: [0]\n"
+    "name: s\nconfigs: [tiny.yaml]\nset:\n  train.steps: 1\n  train.lr_decay_steps: 0\n"
+    "grid:\n  model.generator.conv_dim: [4]\n"
 )
 
 
@@ -442,7 +443,9 @@ def sweep_cases() -> list[Case]:
         sweep("grid-unknown-key", "name: s\nconfigs: [tiny.yaml]\ngrid: {train.sed: [0]}\n", ("s.yaml", "train.sed")),
         sweep("grid-bad-value", SWEEP_OK + "  train.n_critic: [0]\n", ("s.yaml", "train.n_critic")),
         sweep("grid-huge-value", SWEEP_OK + f"  train.batch_size: [{2**64}]\n", ("s.yaml", "train.batch_size")),
-        sweep("grid-duplicate-cell", SWEEP_OK.replace("[0]", "[0, 0]"), ("s.yaml", "duplicate")),
+        sweep("grid-duplicate-cell", SWEEP_OK.replace("[4]", "[4, 4]"), ("s.yaml", "duplicate")),
+        sweep("grid-seed", SWEEP_OK + "  train.seed: [0, 1]\n", ("s.yaml", "grid: train.seed", "seeds:")),
+        sweep("set-seed", SWEEP_OK.replace("set:\n", "set:\n  train.seed: 3\n"), ("s.yaml", "set: train.seed")),
         sweep("set-unknown-key", SWEEP_OK.replace("train.steps: 1", "train.stepz: 1"), ("s.yaml", "train.stepz")),
         sweep("set-wrong-type", SWEEP_OK.replace("train.steps: 1", "train.steps: many"), ("s.yaml", "train.steps")),
         sweep("seeds-negative", SWEEP_OK + "seeds: [-1]\n", ("s.yaml", "seeds")),
@@ -957,7 +960,7 @@ def npz_cases() -> list[Case]:
     d = 8
     # Each of these loads the Inception network first (seconds): the malformed kinds that differ most.
     variants: dict[str, tuple[bytes | None, tuple[str, ...]]] = {
-        "not-a-zip": (noise(2000), ()),
+        "not-a-zip": (noise(2000), ("not a zip archive",)),
         "missing-mu": (npz(sigma=np.eye(d)), ("mu",)),
         "sigma-wrong-shape": (npz(mu=np.zeros(d), sigma=np.eye(d + 1)), ("sigma",)),
         "dims-mismatch": (npz(mu=np.zeros(d), sigma=np.eye(d)), ("8-d",)),

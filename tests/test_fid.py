@@ -266,7 +266,7 @@ def _write_bad(path, case: str) -> None:
     "case, message",
     [
         ("missing", "file not found"),
-        ("garbage", "not a readable .npz"),
+        ("garbage", r"not a .npz FID statistics file \(not a zip archive of arrays\)"),
         ("truncated", "not a readable .npz|unreadable .npz"),
         ("no-sigma", r"no 'sigma' array in the file \(it has: mu\)"),
         ("npy", "single .npy array"),

@@ -196,6 +196,10 @@ def _read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: {what} file not found")
     if not path.is_file():
         raise DataError(f"{path}: is {special_file(path) or 'a folder'}, not a .npz {what} file")
+    with path.open("rb") as file:
+        magic = file.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # numpy would call anything else pickled
+        raise DataError(f"{path}: not a .npz {what} file (not a zip archive of arrays)")
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
