@@ -10,6 +10,7 @@ import torch
 from gan.build import load_run_config
 from gan.errors import UserError
 from gan.run import _schedule_change, find_resume, train
+from tests.test_data import write_domains
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -374,17 +375,6 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _folder_data(root: Path, counts: dict[str, int]) -> None:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for name, count in counts.items():
-        (root / name).mkdir(parents=True)
-        for i in range(count):
-            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
-
-
 @pytest.mark.parametrize(
     ("counts", "message"),
     [
@@ -397,7 +387,7 @@ def _folder_data(root: Path, counts: dict[str, int]) -> None:
     ],
 )
 def test_a_domain_too_small_for_the_fid_hook_is_refused_before_the_run_folder(tiny_config, tmp_path, counts, message):
-    _folder_data(tmp_path / "data", counts)
+    write_domains(tmp_path / "data", counts)
     cfg = load_run_config(
         [tiny_config],
         ["data.source=folder", f"data.folder.root={tmp_path / 'data'}", "hooks.lipschitz.every=0"],
@@ -488,7 +478,7 @@ def test_a_run_dir_that_cannot_be_a_folder_is_one_line(tiny_config, tmp_path, mo
 def test_skipped_images_are_one_warning_and_each_is_named_in_train_log(tiny_config, tmp_path, caplog):
     import logging
 
-    _folder_data(tmp_path / "data", {"a": 6, "b": 6, "c": 6})
+    write_domains(tmp_path / "data", {"a": 6, "b": 6, "c": 6})
     for name in ("a", "b"):
         (tmp_path / "data" / name / "bad.png").write_bytes(b"not an image")
     sets = ["data.source=folder", f"data.folder.root={tmp_path / 'data'}", "data.skip_bad_images=true"]
