@@ -212,7 +212,7 @@ def _check_run_dir(run_dir: Path, checkpoint: Path | None, state: dict[str, Any]
     folder = run_dir / "checkpoints"
     existing = latest(folder)
     if existing is None:
-        if checkpoint is not None and _run_dir_of_checkpoint(checkpoint) != run_dir.resolve():
+        if checkpoint is not None and checkpoint.resolve().parent != folder.resolve():
             files = sorted(p.name for p in _run_files(run_dir))
             if files:
                 raise UserError(
@@ -236,12 +236,6 @@ def _check_run_dir(run_dir: Path, checkpoint: Path | None, state: dict[str, Any]
             f"{checkpoint}: step {int(state['step'])} is not the newest checkpoint of {run_dir} (step {newest}); "
             "continuing it there would overwrite the later ones: branch it into a new folder with --run-dir"
         )
-
-
-def _run_dir_of_checkpoint(checkpoint: Path) -> Path | None:
-    """The run folder a checkpoint lies in (``<run>/checkpoints/x.pt``), resolved; None for a loose file."""
-    folder = checkpoint.resolve().parent
-    return folder.parent if folder.name == "checkpoints" else None
 
 
 def _run_files(run_dir: Path) -> list[Path]:
